@@ -1,0 +1,7 @@
+"""Adapters: map encoder frames (B, T, D) to LLM tokens (B, N, d_llm)."""
+
+from __future__ import annotations
+
+from mullm.adapters.builder import ADAPTERS, Adapter, build_adapter
+
+__all__ = ["ADAPTERS", "Adapter", "build_adapter"]

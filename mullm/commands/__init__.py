@@ -1,0 +1,1 @@
+"""Subcommands of the ``mullm`` CLI, one module each (see ``mullm.cli``)."""

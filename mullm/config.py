@@ -1,0 +1,440 @@
+"""Typed configs: dataclasses loaded from YAML with strict checks and dotted CLI overrides.
+
+A config file is data. Loading it turns every mapping into the dataclass its field names,
+checks every value's type, and refuses unknown keys with the closest known key as a hint.
+``validate_model_config`` then checks the combinations that cannot work (a Q-Former with no
+queries, a prefix on more layers than the LLM has, ...). Checks that need the built LLM
+(layer count, LoRA targets) run again in ``mullm.model`` once the LLM is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from mullm.errors import ConfigError
+
+# ----------------------------------------------------------------------------- dataclasses
+
+
+@dataclass
+class EncoderConfig:
+    """A frozen encoder: which one, where its weights are, and how its output is read."""
+
+    name: str = "spectral"
+    checkpoint: str | None = None
+    # Layer selection: an index, a list of indices, or "all"; several layers are reduced
+    # by ``layer_reduce`` ("mean", or "weighted" = learned softmax weights as in MU-LLaMA).
+    layers: int | list[int] | str = -1
+    layer_reduce: Literal["mean", "weighted"] = "mean"
+    sample_rate: int | None = None
+    frame_rate: float | None = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    # Audio limits and windowing for long inputs (seconds).
+    max_duration_s: float = 30.0
+    min_duration_s: float = 0.1
+    window_s: float | None = None
+    hop_s: float | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+    # Encoder-family settings that only one family reads (n_mels, image_size, ...).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AdapterConfig:
+    """Maps encoder frames (B, T, D) to LLM tokens (B, N, d_llm)."""
+
+    name: Literal["linear", "mlp", "qformer", "window_qformer", "perceiver"] = "mlp"
+    hidden_size: int = 512
+    num_layers: int = 2
+    mlp_style: Literal["gelu", "swiglu"] = "gelu"
+    num_queries: int = 32
+    num_heads: int = 8
+    cross_attention_every: int = 1
+    window_frames: int = 17
+    window_stride: int | None = None
+    queries_per_window: int = 1
+    # Temporal pooling before the adapter: frames per token, or a target token rate in Hz;
+    # "global" pools the whole clip into one token (MU-LLaMA).
+    pool: Literal["none", "mean", "max", "global"] = "none"
+    pool_frames: int | None = None
+    pool_rate_hz: float | None = None
+    dropout: float = 0.0
+
+
+@dataclass
+class InjectionConfig:
+    """How a modality's tokens reach the LLM."""
+
+    kind: Literal["splice", "xattn", "prefix"] = "splice"
+    every_n_layers: int = 4
+    # prefix: learned prefix length per layer, and either the top K layers or an explicit
+    # list of layers (a band such as M2UGen's audio 14-19).
+    prefix_len: int = 10
+    top_k_layers: int | None = None
+    layers: list[int] | None = None
+    num_heads: int = 8
+
+
+@dataclass
+class ModalityConfig:
+    """One input modality: its encoder, adapter and injection."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+    placeholder: str | None = None
+    max_items: int = 8
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA hyper-parameters passed to peft."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class LLMConfig:
+    """The decoder LLM: where it comes from and how it is trained."""
+
+    name_or_path: str = "offline:smollm2-135m-instruct"
+    gguf_file: str | None = None
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    policy: Literal["frozen", "lora", "full"] = "frozen"
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    chat_template: str | None = None
+    attn_implementation: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    """A whole music LLM: an LLM plus any number of modalities (audio, image, video)."""
+
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    modalities: dict[str, ModalityConfig] = field(
+        default_factory=lambda: {"audio": ModalityConfig()}
+    )
+    system_prompt: str | None = None
+    seed: int = 0
+
+
+KNOWN_MODALITIES = ("audio", "image", "video")
+
+# ----------------------------------------------------------------------- generic loading
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert mappings to dataclasses."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(
+            f"{key}: {value!r} is not a valid {_type_name(tp)}"
+        )
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {list(allowed)}{extra}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        k_tp, v_tp = typing.get_args(tp) or (Any, Any)
+        return {
+            _coerce(k, k_tp, f"{key}"): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()
+        }
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(
+                f"unknown key {full!r}{extra} ({cls.__name__} accepts: {', '.join(names)})"
+            )
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Turn a config dataclass (nested) into plain YAML-safe data."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted overrides to raw config data (before typing, so errors stay strict)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, naming the file in any error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+# --------------------------------------------------------------------- semantic checks
+
+
+def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def validate_adapter(cfg: AdapterConfig, key: str = "adapter") -> None:
+    """Refuse adapter settings that cannot produce tokens."""
+    _check(cfg.hidden_size > 0, f"{key}.hidden_size", cfg.hidden_size, "must be > 0")
+    _check(cfg.num_layers >= 1, f"{key}.num_layers", cfg.num_layers, "must be >= 1")
+    _check(cfg.num_heads >= 1, f"{key}.num_heads", cfg.num_heads, "must be >= 1")
+    _check(0.0 <= cfg.dropout < 1.0, f"{key}.dropout", cfg.dropout, "must be in [0, 1)")
+    if cfg.name in ("qformer", "perceiver"):
+        _check(cfg.num_queries >= 1, f"{key}.num_queries", cfg.num_queries,
+               f"a {cfg.name} needs at least 1 query")
+        _check(cfg.hidden_size % cfg.num_heads == 0, f"{key}.hidden_size", cfg.hidden_size,
+               f"must be divisible by num_heads={cfg.num_heads}")
+    if cfg.name == "qformer":
+        _check(1 <= cfg.cross_attention_every <= cfg.num_layers,
+               f"{key}.cross_attention_every", cfg.cross_attention_every,
+               f"must be between 1 and num_layers={cfg.num_layers}")
+    if cfg.name == "window_qformer":
+        _check(cfg.window_frames >= 1, f"{key}.window_frames", cfg.window_frames,
+               "must be >= 1")
+        _check(cfg.queries_per_window >= 1, f"{key}.queries_per_window",
+               cfg.queries_per_window, "must be >= 1")
+        if cfg.window_stride is not None:
+            _check(1 <= cfg.window_stride, f"{key}.window_stride", cfg.window_stride,
+                   "must be >= 1")
+        _check(cfg.hidden_size % cfg.num_heads == 0, f"{key}.hidden_size", cfg.hidden_size,
+               f"must be divisible by num_heads={cfg.num_heads}")
+    if cfg.pool in ("mean", "max"):
+        _check((cfg.pool_frames is None) != (cfg.pool_rate_hz is None), f"{key}.pool",
+               cfg.pool, "set exactly one of pool_frames or pool_rate_hz")
+        if cfg.pool_frames is not None:
+            _check(cfg.pool_frames >= 1, f"{key}.pool_frames", cfg.pool_frames, "must be >= 1")
+        if cfg.pool_rate_hz is not None:
+            _check(cfg.pool_rate_hz > 0, f"{key}.pool_rate_hz", cfg.pool_rate_hz,
+                   "must be > 0")
+
+
+def validate_encoder(cfg: EncoderConfig, key: str = "encoder") -> None:
+    """Refuse encoder settings that cannot work."""
+    _check(cfg.max_duration_s > 0, f"{key}.max_duration_s", cfg.max_duration_s, "must be > 0")
+    _check(0 <= cfg.min_duration_s < cfg.max_duration_s, f"{key}.min_duration_s",
+           cfg.min_duration_s, f"must be >= 0 and < max_duration_s={cfg.max_duration_s}")
+    if isinstance(cfg.layers, str):
+        _check(cfg.layers == "all", f"{key}.layers", cfg.layers,
+               "an index, a list of indices, or 'all'")
+    if isinstance(cfg.layers, list):
+        _check(len(cfg.layers) > 0, f"{key}.layers", cfg.layers, "a non-empty list")
+    if cfg.window_s is not None:
+        _check(cfg.window_s > 0, f"{key}.window_s", cfg.window_s, "must be > 0")
+    if cfg.hop_s is not None:
+        _check(cfg.window_s is not None and 0 < cfg.hop_s <= cfg.window_s, f"{key}.hop_s",
+               cfg.hop_s, "needs window_s and must be in (0, window_s]")
+
+
+def validate_modality(name: str, cfg: ModalityConfig, num_llm_layers: int | None = None,
+                      frame_rate: float | None = None) -> None:
+    """Check one modality, including combinations across encoder, adapter and injection."""
+    key = f"modalities.{name}"
+    _check(name in KNOWN_MODALITIES, "modalities", name, f"one of {list(KNOWN_MODALITIES)}")
+    validate_encoder(cfg.encoder, f"{key}.encoder")
+    validate_adapter(cfg.adapter, f"{key}.adapter")
+    inj = cfg.injection
+    ikey = f"{key}.injection"
+    _check(cfg.max_items >= 1, f"{key}.max_items", cfg.max_items, "must be >= 1")
+    rate = frame_rate if frame_rate is not None else cfg.encoder.frame_rate
+    if cfg.adapter.name == "window_qformer" and rate is not None:
+        budget = int(cfg.encoder.max_duration_s * rate)
+        _check(cfg.adapter.window_frames <= budget, f"{key}.adapter.window_frames",
+               cfg.adapter.window_frames,
+               f"the window is larger than the clip budget: max_duration_s="
+               f"{cfg.encoder.max_duration_s} at {rate} frames/s gives {budget} frames")
+    if inj.kind == "xattn":
+        _check(inj.every_n_layers >= 1, f"{ikey}.every_n_layers", inj.every_n_layers,
+               "must be >= 1")
+        if num_llm_layers is not None:
+            _check(inj.every_n_layers <= num_llm_layers, f"{ikey}.every_n_layers",
+                   inj.every_n_layers, f"must be <= the LLM's {num_llm_layers} layers")
+    if inj.kind == "prefix":
+        _check(inj.prefix_len >= 1, f"{ikey}.prefix_len", inj.prefix_len, "must be >= 1")
+        _check((inj.top_k_layers is None) != (inj.layers is None), f"{ikey}",
+               {"top_k_layers": inj.top_k_layers, "layers": inj.layers},
+               "set exactly one of top_k_layers or layers")
+        if inj.top_k_layers is not None:
+            _check(inj.top_k_layers >= 1, f"{ikey}.top_k_layers", inj.top_k_layers,
+                   "must be >= 1")
+            if num_llm_layers is not None:
+                _check(inj.top_k_layers <= num_llm_layers, f"{ikey}.top_k_layers",
+                       inj.top_k_layers,
+                       f"a prefix on more layers than the LLM has ({num_llm_layers})")
+        if inj.layers is not None:
+            _check(len(inj.layers) > 0 and len(set(inj.layers)) == len(inj.layers),
+                   f"{ikey}.layers", inj.layers, "a non-empty list of distinct layers")
+            if num_llm_layers is not None:
+                bad = [i for i in inj.layers if not 0 <= i < num_llm_layers]
+                _check(not bad, f"{ikey}.layers", inj.layers,
+                       f"layers {bad} do not exist; the LLM has layers 0..{num_llm_layers - 1}")
+        # MU-LLaMA adds the modality's tokens to the learned prefix: one token is
+        # broadcast, otherwise the counts must match.
+        if cfg.adapter.name in ("qformer", "perceiver"):
+            n = cfg.adapter.num_queries
+            _check(n in (1, inj.prefix_len), f"{key}.adapter.num_queries", n,
+                   f"prefix injection adds tokens to the prefix: use 1 query or "
+                   f"prefix_len={inj.prefix_len}")
+        elif cfg.adapter.pool != "global":
+            raise ConfigError(
+                f"{key}.adapter: prefix injection needs a fixed token count; use "
+                f"adapter.pool=global (one token, MU-LLaMA) or a qformer/perceiver with "
+                f"num_queries equal to injection.prefix_len, got adapter.name="
+                f"{cfg.adapter.name!r} with pool={cfg.adapter.pool!r}"
+            )
+
+
+def validate_model_config(cfg: ModelConfig, num_llm_layers: int | None = None) -> None:
+    """Check the whole model config; pass the LLM's layer count once it is known."""
+    _check(len(cfg.modalities) >= 1, "modalities", cfg.modalities, "at least one modality")
+    if cfg.llm.policy == "lora":
+        _check(cfg.llm.lora.r >= 1, "llm.lora.r", cfg.llm.lora.r, "must be >= 1")
+        _check(len(cfg.llm.lora.target_modules) > 0, "llm.lora.target_modules",
+               cfg.llm.lora.target_modules, "at least one module name")
+    if cfg.llm.quantization != "none":
+        _check(cfg.llm.policy != "full", "llm.policy", cfg.llm.policy,
+               "a quantised LLM cannot be fully fine-tuned; use lora (QLoRA) or frozen")
+    for name, mod in cfg.modalities.items():
+        validate_modality(name, mod, num_llm_layers)
+
+
+def load_model_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None
+                      ) -> ModelConfig:
+    """Load a model config from a YAML path (a model config, or a training config with a
+    ``model:`` section) or raw data, apply overrides, and validate it."""
+    if isinstance(source, dict):
+        data = source
+        where = "<dict>"
+    else:
+        data = read_yaml(source)
+        where = str(source)
+    if "model" in data and isinstance(data["model"], dict) and "llm" not in data:
+        data = data["model"]
+    data = apply_overrides(dict(data), overrides or [])
+    try:
+        cfg = from_dict(ModelConfig, data)
+        validate_model_config(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return cfg

