@@ -189,8 +189,8 @@ def quantization_config(cfg: LLMConfig) -> Any:
     """A bitsandbytes config for the LLM only; adapters live outside the LLM module tree, so
     they are never quantised."""
     try:
-        from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
     except ImportError as exc:
         raise ModelLoadError(
             f"llm.quantization={cfg.quantization!r} needs bitsandbytes: "

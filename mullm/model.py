@@ -24,8 +24,14 @@ from mullm.adapters import build_adapter
 from mullm.config import ModelConfig, load_model_config, to_dict, validate_model_config
 from mullm.encoders import LayerSelector, build_encoder
 from mullm.errors import ConfigError, ModelLoadError
-from mullm.injection import (CrossAttentionInjector, MediaState, PrefixInjector,
-                             per_sample_media, prefix_layers, xattn_layers)
+from mullm.injection import (
+    CrossAttentionInjector,
+    MediaState,
+    PrefixInjector,
+    per_sample_media,
+    prefix_layers,
+    xattn_layers,
+)
 from mullm.llm import apply_policy, attention_module, decoder_layers, load_llm
 from mullm.processor import IGNORE_INDEX, MARKERS, MediaBatch, MusicProcessor
 
@@ -109,7 +115,7 @@ class MusicLLM(nn.Module):
         self.llm = apply_policy(llm, config.llm)
         self._hooks = []
         layers = decoder_layers(self.llm)
-        for m, injector in self.injectors.items():
+        for injector in self.injectors.values():
             if isinstance(injector, CrossAttentionInjector):
                 self._hooks += injector.attach(layers)
             else:
@@ -142,7 +148,8 @@ class MusicLLM(nn.Module):
         if media.features is not None:
             hidden = media.features.to(self.device, torch.float32)
             T = hidden.shape[2]
-            mask = torch.arange(T, device=hidden.device)[None] < media.frames.to(hidden.device)[:, None]
+            frames = media.frames.to(hidden.device)
+            mask = torch.arange(T, device=hidden.device)[None] < frames[:, None]
         else:
             with torch.no_grad():
                 out = enc(media.values.to(self.device), media.lengths.to(self.device))
@@ -210,17 +217,22 @@ class MusicLLM(nn.Module):
         every audio and prompt token."""
         input_ids = input_ids.to(self.device)
         attention_mask = None if attention_mask is None else attention_mask.to(self.device)
+        position_ids = None
+        if attention_mask is not None:
+            # Left-padded rows (as in batched generation) keep positions that start at 0.
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         try:
             embeds = self._embed(input_ids, media)
             base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
             if labels is None or return_logits:
                 out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask,
-                               use_cache=False)
+                               position_ids=position_ids, use_cache=False)
                 result = {"logits": out.logits}
                 if labels is not None:
                     result["loss"] = causal_loss(out.logits, labels.to(self.device))
                 return result
             hidden = base.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask,
+                                        position_ids=position_ids,
                                         use_cache=False).last_hidden_state
         finally:
             self._clear_state()
@@ -327,7 +339,7 @@ class MusicLLM(nn.Module):
             unique[k] = v.clone() if v.numel() else v
         save_file(unique, str(out / TRAINABLE_FILE), metadata={"mullm": __version__})
         if self.config.llm.policy == "lora":
-            self.llm.save_pretrained(out / "lora")
+            self.llm.save_pretrained(out / "lora", save_embedding_layers=False)
         if self.added_token_ids:
             self.tokenizer.save_pretrained(out / "tokenizer")
         meta = {"mullm_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -395,7 +407,8 @@ class MusicLLM(nn.Module):
                 )
         with torch.no_grad():
             for prefix in ("layer_selectors", "adapters", "injectors"):
-                sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+                sub = {k[len(prefix) + 1:]: v for k, v in state.items()
+                       if k.startswith(prefix + ".")}
                 getattr(self, prefix).load_state_dict(sub, strict=True)
             if self.added_token_ids:
                 ids = self.added_token_ids

