@@ -92,9 +92,12 @@ class MusicProcessor:
                 wave = load_audio(item, enc.sample_rate, max_duration_s=ecfg.max_duration_s,
                                   min_duration_s=ecfg.min_duration_s)
                 return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
-            from mullm import image as image_io
-
-            return image_io.load_for_encoder(item, enc)
+            if not hasattr(enc, "load"):
+                raise ValueError(
+                    f"{item}: the {ecfg.name!r} encoder takes {modality} tensors, not files"
+                )
+            values, _ = enc.load([item])
+            return values[0]
         tensor = torch.as_tensor(np.asarray(item) if not torch.is_tensor(item) else item)
         return tensor.float()
 

@@ -81,3 +81,23 @@ def test_offline_default_loads_and_answers() -> None:
     reply = mm.chat("Describe this music.", audio=torch.randn(16000 * 3) * 0.1,
                     max_new_tokens=8)
     assert isinstance(reply, str) and reply
+
+
+@pytest.mark.parametrize("injection", ["splice", "xattn", "prefix"])
+def test_four_bit_base_never_quantises_adapters(tiny_llm_dir: Path, injection: str) -> None:
+    import bitsandbytes as bnb
+
+    cfg = tiny_model_dict(tiny_llm_dir, "qformer", injection)
+    cfg["llm"]["quantization"] = "4bit"
+    model = MusicLLM(load_model_config(cfg))
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.llm.modules())
+    for part in (model.adapters, model.injectors):
+        assert not any(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
+                       for m in part.modules())
+        assert all(p.dtype == torch.float32 for p in part.parameters())
+    batch = model.processor([[{"role": "user", "content": "<audio> hi"},
+                              {"role": "assistant", "content": "yes"}]],
+                            [{"audio": [torch.randn(4000)]}])
+    model(batch["input_ids"], batch["attention_mask"], batch["labels"],
+          batch["media"])["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
