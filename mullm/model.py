@@ -302,6 +302,13 @@ class MusicLLM(nn.Module):
                 media[name] = list(value) if isinstance(value, (list, tuple)) else [value]
         return self.generate([messages], [media], **gen_kwargs)[0]
 
+    def caption(self, paths: Any, **kwargs: Any) -> list[dict]:
+        """Caption files, folders, globs or manifests -> caption records (whole tracks,
+        batched); see ``mullm.caption.caption_files``."""
+        from mullm.caption import caption_files
+
+        return caption_files(self, paths, **kwargs)
+
     # ------------------------------------------------------------------ save / load
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor this model owns besides the base LLM, the frozen encoders and LoRA."""
