@@ -1,0 +1,272 @@
+"""Training data: conversation JSONL -> samples (workers load audio) -> padded batches.
+
+* ``ConversationDataset`` reads one or more conversation files (fail fast on the first bad
+  row, or record it with ``skip_bad``) and returns, per index, the messages and the decoded
+  media (waveforms, or ``Features`` from a feature cache). Decoding happens in
+  ``__getitem__``, so DataLoader workers do it in parallel; the dataset holds no model.
+* ``Collator`` turns a list of samples into a batch with ``model.processor`` (chat template,
+  placeholder expansion, labels on assistant turns only, truncation, dynamic padding).
+* ``MixtureBatches`` is the batch order: a seeded, resumable, length-grouped mixture of
+  sources that every rank slices the same way, so a run restarted at batch ``k`` sees the
+  same batches as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from mullm.errors import DataError
+
+if TYPE_CHECKING:
+    from mullm.model import MusicLLM
+
+
+@dataclass
+class MediaSpec:
+    """How one modality's files are decoded (kept apart from the model for the workers)."""
+
+    sample_rate: int
+    max_duration_s: float
+    min_duration_s: float
+
+
+def media_specs(model: MusicLLM) -> dict[str, MediaSpec]:
+    """Decoding settings of every audio modality of ``model``."""
+    out = {}
+    for name, mcfg in model.config.modalities.items():
+        enc = model.encoders[name]
+        if enc.modality == "audio":
+            out[name] = MediaSpec(int(enc.sample_rate), mcfg.encoder.max_duration_s,
+                                  mcfg.encoder.min_duration_s)
+    return out
+
+
+@dataclass
+class Source:
+    """A conversation file with its filters and mix weight."""
+
+    path: str
+    weight: float = 1.0
+    split: str | None = None
+    tasks: list[str] | None = None
+    max_samples: int | None = None
+
+
+class ConversationDataset(torch.utils.data.Dataset):
+    """Conversations from one or more JSONL sources; items are decoded on access."""
+
+    def __init__(self, sources: Sequence[Source] | Sequence[str | Path] | str | Path,
+                 media: dict[str, MediaSpec], *, skip_bad: bool = False,
+                 errors_path: str | Path | None = None, feature_cache: str | None = None,
+                 encoder: Any = None) -> None:
+        from mullm.data.schema import read_conversations
+
+        if isinstance(sources, (str, Path)):
+            sources = [sources]
+        self.sources = [s if isinstance(s, Source) else Source(str(s)) for s in sources]
+        self.media = dict(media)
+        self.items: list[Any] = []
+        self.source_of: list[int] = []
+        for si, src in enumerate(self.sources):
+            convs = read_conversations(src.path, skip_bad=skip_bad, errors_path=errors_path)
+            kept = [c for c in convs
+                    if (src.split is None or c.split == src.split)
+                    and (src.tasks is None or c.task in src.tasks)
+                    and (c.audio or not c.images)]  # image-only rows need an image modality
+            kept = [c for c in kept if any(t["role"] == "assistant" for t in c.turns)]
+            if src.max_samples is not None:
+                kept = kept[: src.max_samples]
+            if not kept:
+                what = f" with split={src.split!r}" if src.split else ""
+                what += f" and tasks={src.tasks}" if src.tasks else ""
+                raise DataError(
+                    f"{src.path}: no usable conversation{what} ({len(convs)} rows read; a "
+                    f"usable row has an assistant reply and only media the model takes)"
+                )
+            self.items.extend(kept)
+            self.source_of.extend([si] * len(kept))
+        if self.items and "audio" not in self.media and any(c.audio for c in self.items):
+            raise DataError("the data has audio but the model has no audio modality")
+        self.cache = None
+        if feature_cache:
+            from mullm.encoders.cache import FeatureCache
+
+            self.cache = FeatureCache(feature_cache, encoder)
+            if self.cache.windowing.get("window_s"):
+                raise DataError(f"{feature_cache}: windowed feature caches cannot feed "
+                                "training; extract whole clips")
+        self._lengths: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def conversation(self, index: int) -> Any:
+        """The ``Conversation`` at ``index``."""
+        return self.items[index]
+
+    def load_audio(self, path: Path) -> Any:
+        """A waveform tensor, or cached ``Features`` when the cache has this file."""
+        from mullm.audio import load_audio
+        from mullm.processor import Features
+
+        if self.cache is not None:
+            hit = self.cache.lookup(path)
+            if hit is not None:
+                return Features(hit[0].float(), name=str(path))
+        spec = self.media["audio"]
+        wave = load_audio(path, spec.sample_rate, max_duration_s=spec.max_duration_s,
+                          min_duration_s=spec.min_duration_s)
+        return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        conv = self.items[index]
+        media: dict[str, list] = {}
+        try:
+            if conv.audio:
+                media["audio"] = [self.load_audio(p) for p in conv.audio_paths()]
+        except Exception as exc:
+            src = self.sources[self.source_of[index]].path
+            raise DataError(f"conversation {conv.id!r} (source {src}): {exc}") from exc
+        if conv.images:
+            media["image"] = [str(p) for p in conv.image_paths()]
+        return {"index": index, "id": conv.id, "messages": [dict(t) for t in conv.turns],
+                "media": media}
+
+    def lengths(self, model: MusicLLM) -> list[int]:
+        """Estimated token count per sample (text tokens + media tokens from file headers),
+        used to group similar lengths into one batch."""
+        if self._lengths is not None:
+            return self._lengths
+        from mullm.audio import audio_info
+
+        tok = model.tokenizer
+        texts = ["\n".join(t["content"] for t in c.turns) for c in self.items]
+        text_len = [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]
+        durations: dict[Path, float] = {}
+        out = []
+        spliced = "audio" in model.placeholder_ids
+        for c, n in zip(self.items, text_len):
+            extra = 8 * len(c.turns)  # chat-template tokens per turn, roughly
+            if c.audio and spliced:
+                enc = model.encoders["audio"]
+                for p in c.audio_paths():
+                    if p not in durations:
+                        durations[p] = audio_info(p).duration_s
+                    frames = enc.num_frames(int(durations[p] * enc.sample_rate))
+                    extra += model.adapters["audio"].num_tokens(frames)
+            out.append(n + extra)
+        self._lengths = out
+        return out
+
+
+class Collator:
+    """Samples -> a model batch via ``model.processor``; keeps the sample ids."""
+
+    def __init__(self, processor: Any, max_length: int | None = None) -> None:
+        self.processor = processor
+        self.max_length = max_length
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.processor([s["messages"] for s in samples], [s["media"] for s in samples],
+                               max_length=self.max_length)
+        batch["ids"] = [s["id"] for s in samples]
+        batch["indices"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+        return batch
+
+
+class MixtureBatches(torch.utils.data.Sampler):
+    """Resumable batch order: ``start`` skips batches by arithmetic, never by loading them.
+
+    Each pass ("epoch") draws from every source in proportion to its weight (a source with
+    weight w of a total W gets round(N * w / W) samples, N = samples with weight > 0, cycling
+    its own shuffled order), shuffles, optionally groups by length (sorted inside windows of
+    ``50 * batch`` samples, batch order shuffled), and cuts global batches of
+    ``batch_size * world_size * accum``. Each global batch is yielded as ``accum``
+    micro-batches; in micro-batch a, rank r takes slice ``a * world_size + r``. So the samples
+    of one optimiser step do not depend on how they are split over ranks and accumulation.
+    ``start`` counts micro-batches. Everything comes from ``np.random.default_rng([seed,
+    epoch])``.
+    """
+
+    def __init__(self, source_of: Sequence[int], weights: Sequence[float], batch_size: int,
+                 seed: int, lengths: Sequence[int] | None = None, rank: int = 0,
+                 world_size: int = 1, start: int = 0, group_window: int = 50,
+                 accum: int = 1) -> None:
+        self.source_of = np.asarray(source_of, dtype=np.int64)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.batch_size = batch_size
+        self.world_size = world_size
+        self.rank = rank
+        self.seed = seed
+        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+        self.start = start
+        self.group_window = group_window
+        self.accum = accum
+        self.global_batch = batch_size * world_size * accum
+        if start % accum:
+            raise ValueError(f"start={start} must be a multiple of accum={accum}")
+        self.by_source = [np.flatnonzero(self.source_of == s) for s in range(len(self.weights))]
+        active = [s for s, w in enumerate(self.weights) if w > 0 and len(self.by_source[s])]
+        if not active:
+            raise DataError("no data source with weight > 0 has samples")
+        n = sum(len(self.by_source[s]) for s in active)
+        total_w = sum(self.weights[s] for s in active)
+        self.counts = {s: max(1, round(n * self.weights[s] / total_w)) for s in active}
+        per_epoch = sum(self.counts.values())
+        # A tiny dataset still yields full batches: repeat the pass until one fits.
+        self.repeats = max(1, math.ceil(self.global_batch / per_epoch))
+        self.batches_per_epoch = (per_epoch * self.repeats) // self.global_batch
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The global batches of one pass."""
+        rng = np.random.default_rng([self.seed, epoch])
+        parts = []
+        for _ in range(self.repeats):
+            for s, k in self.counts.items():
+                pool = self.by_source[s]
+                reps = math.ceil(k / len(pool))
+                order = np.concatenate([rng.permutation(pool) for _ in range(reps)])[:k]
+                parts.append(order)
+        idx = rng.permutation(np.concatenate(parts))
+        usable = self.batches_per_epoch * self.global_batch
+        if self.lengths is not None:
+            window = self.group_window * self.global_batch
+            grouped = []
+            for a in range(0, len(idx), window):
+                chunk = idx[a:a + window]
+                grouped.append(chunk[np.argsort(-self.lengths[chunk], kind="stable")])
+            idx = np.concatenate(grouped)
+        idx = idx[:usable]
+        batches = [idx[i:i + self.global_batch] for i in range(0, usable, self.global_batch)]
+        order = rng.permutation(len(batches))
+        return [batches[i] for i in order]
+
+    def global_batch_at(self, position: int) -> np.ndarray:
+        """The global batch number ``position`` of the endless stream."""
+        epoch, offset = divmod(position, self.batches_per_epoch)
+        return self.epoch_batches(epoch)[offset]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, offset = divmod(self.start // self.accum, self.batches_per_epoch)
+        while True:
+            batches = self.epoch_batches(epoch)
+            for b in batches[offset:]:
+                for a in range(self.accum):
+                    lo = (a * self.world_size + self.rank) * self.batch_size
+                    yield [int(i) for i in b[lo:lo + self.batch_size]]
+            epoch, offset = epoch + 1, 0
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+
+def sequential_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Fixed batches 0..n-1 in order (evaluation)."""
+    return [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]

@@ -1,0 +1,502 @@
+"""The training recipe: read top to bottom — setup, stages (train, evaluate, save), clean up.
+
+One optimiser step = ``grad_accum`` micro-batches on every rank. The loss of a step is the
+mean over every labelled token of all those micro-batches on all ranks (each micro-batch's
+summed loss is divided by the step's global token count), so two processes at batch B train
+exactly like one at batch 2B, and accumulation matches a bigger batch.
+
+Exact resume: the batch order is a pure function of (seed, stage, position); the DataLoader
+gets its own generator so creating it never touches the global RNG; every checkpoint stores
+the optimizer, scheduler, RNG states and data position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mullm.config import to_dict
+from mullm.data.dataset import (
+    Collator,
+    ConversationDataset,
+    MixtureBatches,
+    Source,
+    media_specs,
+    sequential_batches,
+)
+from mullm.errors import ConfigError, DataError, MullmError
+from mullm.train import checkpoint as ckpt
+from mullm.train import distributed as D
+from mullm.train.config import (
+    StageConfig,
+    TrainConfig,
+    dump_train_config,
+    load_train_config,
+    resume_fingerprint,
+)
+from mullm.train.metrics import MetricsLogger
+
+
+class TrainingError(MullmError, RuntimeError):
+    """Training cannot go on (a NaN loss, a diverged gradient)."""
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def select_groups(groups: dict[str, list[nn.Parameter]], patterns: list[str], stage: str
+                  ) -> dict[str, list[nn.Parameter]]:
+    """The parameter groups a stage trains; every pattern must match a non-empty group."""
+    chosen: dict[str, list[nn.Parameter]] = {}
+    for pat in patterns:
+        hits = [g for g in groups if fnmatch.fnmatchcase(g, pat)]
+        # "adapter.*"-style wildcards may legitimately match nothing (no injector, say).
+        if not hits and not any(ch in pat for ch in "*?["):
+            raise ConfigError(
+                f"stages.{stage}.trainable: {pat!r} is not a group of this model; it has "
+                f"{sorted(groups)} (LoRA exists only with llm.policy=lora, 'llm' only with "
+                f"llm.policy=full)"
+            )
+        for g in hits:
+            chosen[g] = groups[g]
+    n = sum(p.numel() for ps in chosen.values() for p in ps)
+    if n == 0:
+        raise ConfigError(
+            f"stages.{stage}: trainable={patterns} selects no parameters (the model's groups "
+            f"are {sorted(k for k, v in groups.items() if v)}); the stage would train nothing"
+        )
+    return chosen
+
+
+def set_trainable(model: nn.Module, chosen: dict[str, list[nn.Parameter]]) -> int:
+    """Freeze everything, unfreeze the chosen groups; return the trainable count."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ids = set()
+    for ps in chosen.values():
+        for p in ps:
+            p.requires_grad_(True)
+            ids.add(id(p))
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    expected = sum(p.numel() for ps in chosen.values() for p in ps if id(p) in ids)
+    assert n == expected, (n, expected)  # the policy is explicit: nothing else may train
+    return n
+
+
+def build_optimizer(chosen: dict[str, list[nn.Parameter]], stage: StageConfig
+                    ) -> torch.optim.AdamW:
+    """AdamW with one parameter group per (model group, decay/no-decay)."""
+    param_groups = []
+    for name, params in chosen.items():
+        lr = stage.lr
+        for pat, value in stage.lr_groups.items():
+            if fnmatch.fnmatchcase(name, pat):
+                lr = value
+        # No weight decay on vectors (biases, norms, gates, layer weights), as usual.
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        for ps, wd, tag in ((decay, stage.weight_decay, ""), (no_decay, 0.0, ".no_decay")):
+            if ps:
+                param_groups.append({"params": ps, "lr": lr, "weight_decay": wd,
+                                     "name": name + tag})
+    return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup, then cosine decay to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast_for(precision: str, device: torch.device) -> tuple[Any, torch.dtype | None]:
+    """(autocast context factory, dtype) for the precision setting; fp32 on CPU by default."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), dtype
+
+
+def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {"input_ids": batch["input_ids"].to(device),
+            "attention_mask": batch["attention_mask"].to(device),
+            "labels": batch["labels"].to(device),
+            "media": {k: v.to(device) for k, v in batch["media"].items()}}
+
+
+def _count_labels(batch: dict[str, Any]) -> int:
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+# ------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """Holds the run's state; ``fit`` runs every stage from where the run stands."""
+
+    def __init__(self, cfg: TrainConfig, resume: str | Path | None = None,
+                 model: Any = None) -> None:
+        self.cfg = cfg
+        self.dist = D.setup(cfg.train.distributed)
+        self.run_dir = Path(cfg.output_dir)
+        self.main = self.dist.is_main
+        torch.manual_seed(cfg.train.seed)
+        self.fingerprint = resume_fingerprint(cfg)
+        self.resume_from = ckpt.resolve_resume(resume) if resume else None
+        self.resume_state: dict[str, Any] | None = None
+        if self.resume_from is not None:
+            self.resume_state = ckpt.read_state(self.resume_from)
+            ckpt.check_compatible(self.resume_from, self.resume_state, self.fingerprint,
+                                  self.dist.world_size)
+
+        from mullm.model import MusicLLM
+
+        self.model = model if model is not None else MusicLLM(cfg.model)
+        if cfg.model.llm.quantization == "none":
+            self.model.to(self.dist.device)
+        else:  # bitsandbytes placed the LLM; move only what mullm owns
+            for name in ("encoders", "layer_selectors", "adapters", "injectors"):
+                getattr(self.model, name).to(self.dist.device)
+        self.groups = self.model.trainable_groups()
+        # Check every stage's selection before any data is read or step is taken.
+        for name, st in cfg.stages.items():
+            select_groups(self.groups, st.trainable, name)
+
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_train_config(cfg))
+        specs = media_specs(self.model)
+        enc = self.model.encoders["audio"] if "audio" in self.model.encoders else None
+        errors = self.run_dir / "errors.jsonl"
+        names = list(cfg.data.train)
+        self.train_data = ConversationDataset(
+            [Source(s.path, s.weight, s.split, s.tasks, s.max_samples)
+             for s in cfg.data.train.values()], specs, skip_bad=cfg.data.skip_bad,
+            errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc)
+        self.source_names = names
+        self.eval_data = None
+        if cfg.data.eval:
+            self.eval_data = ConversationDataset(
+                [Source(s.path, s.weight, s.split, s.tasks, s.max_samples)
+                 for s in cfg.data.eval.values()], specs, skip_bad=cfg.data.skip_bad,
+                errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc)
+        self.collate = Collator(self.model.processor, cfg.data.max_length)
+        self.lengths = self.train_data.lengths(self.model) if cfg.data.group_by_length else None
+        self.autocast, self.amp_dtype = autocast_for(cfg.train.precision, self.dist.device)
+        self.logger = MetricsLogger(self.run_dir, cfg.train.tensorboard, cfg.train.wandb,
+                                    config=to_dict(cfg), enabled=self.main)
+        self.global_step = 0
+        self.last_checkpoint: Path | None = None
+        if self.resume_state is not None:
+            self.global_step = int(self.resume_state["global_step"])
+            self.last_checkpoint = self.resume_from
+            self.model.load_trainable(self.resume_from)
+            self.logger.truncate_after(self.global_step)
+        self.wrapped: nn.Module = self.model
+
+    # ------------------------------------------------------------------ data
+    def _loader(self, stage_index: int, stage: StageConfig, position: int
+                ) -> Iterator[dict[str, Any]]:
+        weights = [stage.mix.get(n, 0.0) if stage.mix is not None else s.weight
+                   for n, s in self.cfg.data.train.items()]
+        sampler = MixtureBatches(self.train_data.source_of, weights, self.cfg.train.batch_size,
+                                 seed=self.cfg.train.seed * 1000 + stage_index,
+                                 lengths=self.lengths, rank=self.dist.rank,
+                                 world_size=self.dist.world_size, start=position,
+                                 accum=self.cfg.train.grad_accum)
+        workers = self.cfg.data.num_workers
+        # Our own generator: building a loader must not draw from the global torch RNG,
+        # or a resumed run would diverge from one that never stopped.
+        loader = torch.utils.data.DataLoader(
+            self.train_data, batch_sampler=sampler, collate_fn=self.collate,
+            num_workers=workers, generator=torch.Generator().manual_seed(self.cfg.train.seed),
+            persistent_workers=False, prefetch_factor=4 if workers else None)
+        return iter(loader)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, stage_index: int, stage_name: str, stage_step: int,
+                        position: int, optimizer: torch.optim.Optimizer, scheduler: Any,
+                        scaler: Any, done: bool = False) -> Path:
+        """Write checkpoint-{global_step}: model dir + optimizer, RNG, data position."""
+        staging = ckpt.tmp_dir(self.run_dir, self.global_step)
+        if self.main:
+            staging.mkdir(parents=True, exist_ok=True)
+        D.barrier(self.dist)
+        with D.full_params(self.wrapped, self.dist):
+            if self.main:
+                self.model.save_pretrained(staging)
+        ckpt.save_rank_state(staging, self.dist.rank, optimizer, scheduler, scaler)
+        D.barrier(self.dist)
+        path = ckpt.tmp_dir(self.run_dir, self.global_step).with_suffix("")
+        if self.main:
+            state = {"global_step": self.global_step, "stage": stage_name,
+                     "stage_index": stage_index, "stage_step": stage_step,
+                     "data_position": position, "stage_done": done,
+                     "world_size": self.dist.world_size, "fingerprint": self.fingerprint,
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            path = ckpt.finalize(staging, state, self.cfg.train.keep_checkpoints)
+        D.barrier(self.dist)
+        self.last_checkpoint = self.run_dir / ckpt.checkpoint_name(self.global_step)
+        return path
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Eval loss on the first ``eval_batches`` eval batches plus a few generations."""
+        if self.eval_data is None or not self.main:
+            return {}
+        model = self.model
+        was = model.training
+        model.eval()
+        t = self.cfg.train
+        total, count = 0.0, 0
+        try:
+            for idx in sequential_batches(len(self.eval_data), t.batch_size)[: t.eval_batches]:
+                batch = self.collate([self.eval_data[i] for i in idx])
+                if _count_labels(batch) == 0:
+                    continue
+                with self.autocast():
+                    out = model(**_move(batch, self.dist.device))
+                total += float(out["loss"]) * int(out["num_tokens"])
+                count += int(out["num_tokens"])
+            samples = []
+            for i in range(min(t.eval_samples, len(self.eval_data))):
+                item = self.eval_data[i]
+                msgs = item["messages"]
+                last = max(j for j, m in enumerate(msgs) if m["role"] == "assistant")
+                reply = model.generate([msgs[:last]], [item["media"]],
+                                       max_new_tokens=t.eval_max_new_tokens)[0]
+                samples.append({"id": item["id"], "prompt": msgs[last - 1]["content"],
+                                "reference": msgs[last]["content"], "generated": reply})
+        finally:
+            model.train(was)
+        result = {"eval_loss": total / count if count else float("nan"), "samples": samples}
+        return result
+
+    def _log_eval(self, result: dict[str, Any], stage: str) -> None:
+        if not result:
+            return
+        rec = {"kind": "eval", "step": self.global_step, "stage": stage,
+               "eval_loss": result["eval_loss"]}
+        self.logger.log(rec)
+        with open(self.run_dir / "samples.jsonl", "a") as f:
+            for s in result["samples"]:
+                f.write(json.dumps({"step": self.global_step, **s}) + "\n")
+        text = "\n\n".join(f"**{s['id']}** {s['prompt']}\n\n-> {s['generated']} "
+                           f"(reference: {s['reference']})" for s in result["samples"])
+        self.logger.text("samples", text, self.global_step)
+        if self.cfg.train.progress:
+            print(f"\n[eval step {self.global_step}] loss {result['eval_loss']:.4f}",
+                  file=sys.stderr)
+            for s in result["samples"]:
+                print(f"  {s['id']}: {s['generated']!r} (reference {s['reference']!r})",
+                      file=sys.stderr)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> Path:
+        """Run (or continue) every stage; returns the final model directory."""
+        cfg = self.cfg
+        rs = self.resume_state
+        steps_this_process = 0
+        try:
+            for si, (name, stage) in enumerate(cfg.stages.items()):
+                if rs is not None and (si < rs["stage_index"]
+                                       or (si == rs["stage_index"] and rs["stage_done"])):
+                    continue  # finished before the checkpoint we resume from
+                chosen = select_groups(self.model.trainable_groups(), stage.trainable, name)
+                n_train = set_trainable(self.model, chosen)
+                if self.main:
+                    print(f"[mullm] stage {name!r}: training {sorted(chosen)} "
+                          f"({n_train:,} parameters) for {stage.steps} steps", file=sys.stderr)
+                self.wrapped = D.wrap(self.model, self.dist)
+                optimizer = build_optimizer(chosen, stage)
+                scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    optimizer, lambda s, st=stage: warmup_cosine(s, st.warmup_steps, st.steps,
+                                                                 st.min_lr_ratio))
+                scaler = torch.amp.GradScaler() if self.amp_dtype == torch.float16 else None
+                stage_step, position = 0, 0
+                if rs is not None and si == rs["stage_index"]:
+                    stage_step, position = int(rs["stage_step"]), int(rs["data_position"])
+                    opt_state, rng = ckpt.load_rank_state(self.resume_from, self.dist.rank)
+                    optimizer.load_state_dict(opt_state["optimizer"])
+                    scheduler.load_state_dict(opt_state["scheduler"])
+                    if scaler is not None and "scaler" in opt_state:
+                        scaler.load_state_dict(opt_state["scaler"])
+                    ckpt.set_rng_state(rng)
+                    if self.main:
+                        print(f"[mullm] resumed from {self.resume_from} at step "
+                              f"{self.global_step} (stage {name!r} step {stage_step})",
+                              file=sys.stderr)
+                rs = None
+                stopped = self._run_stage(si, name, stage, optimizer, scheduler, scaler,
+                                          stage_step, position, steps_this_process)
+                if stopped is None:
+                    return self.last_checkpoint or self.run_dir
+                steps_this_process = stopped
+            if self.main:
+                final = self.model.save_pretrained(self.run_dir / "model")
+                print(f"[mullm] done: model in {final}, metrics in "
+                      f"{self.run_dir / 'metrics.jsonl'}", file=sys.stderr)
+            self._plot()
+            return self.run_dir / "model"
+        finally:
+            self.logger.close()
+            D.cleanup(self.dist)
+
+    def _plot(self) -> None:
+        if self.main and self.cfg.train.plot:
+            from mullm.train.plot import plot_run
+
+            plot_run(self.run_dir)
+
+    def _run_stage(self, si: int, name: str, stage: StageConfig, optimizer: Any, scheduler: Any,
+                   scaler: Any, stage_step: int, position: int, steps_this_process: int
+                   ) -> int | None:
+        """Train one stage from ``stage_step``; None when ``train.max_steps`` stopped us."""
+        t = self.cfg.train
+        model = self.wrapped
+        model.train()
+        batches = self._loader(si, stage, position)
+        bar = None
+        if self.main and t.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=stage.steps, initial=stage_step, desc=f"train[{name}]",
+                       unit="step", dynamic_ncols=True, file=sys.stderr)
+        window = {"loss": 0.0, "tokens": 0, "samples": 0, "seq_tokens": 0, "steps": 0,
+                  "t0": time.perf_counter()}
+        try:
+            while stage_step < stage.steps:
+                if t.max_steps is not None and steps_this_process >= t.max_steps:
+                    return None
+                micro = [next(batches) for _ in range(t.grad_accum)]
+                position += t.grad_accum
+                local_tokens = sum(_count_labels(b) for b in micro)
+                step_tokens = int(D.all_reduce_sum(torch.tensor(float(local_tokens)),
+                                                   self.dist).item())
+                if step_tokens == 0:
+                    raise DataError(
+                        f"step {self.global_step + 1}: batches {[b['ids'] for b in micro]} "
+                        f"have no assistant tokens left after truncation to max_length="
+                        f"{self.cfg.data.max_length}; raise data.max_length")
+                loss_sum = torch.zeros((), dtype=torch.float64)
+                for i, b in enumerate(micro):
+                    last = i == len(micro) - 1
+                    with D.no_sync(model, self.dist.enabled and not last), self.autocast():
+                        if _count_labels(b) == 0:
+                            # No labelled token here (all cut by truncation): contribute a
+                            # zero that still touches every trainable parameter for DDP.
+                            out_loss = sum((p.sum() * 0.0 for p in model.parameters()
+                                            if p.requires_grad), torch.zeros(()))
+                            part = out_loss
+                        else:
+                            out = model(**_move(b, self.dist.device))
+                            part = out["loss"].float() * out["num_tokens"]
+                        self._check_finite(part, b, name)
+                        scaled = part * (self.dist.world_size / step_tokens)
+                        if scaler is not None:
+                            scaler.scale(scaled).backward()
+                        else:
+                            scaled.backward()
+                    loss_sum += part.detach().double().cpu()
+                loss = float(D.all_reduce_sum(loss_sum, self.dist).item()) / step_tokens
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                if t.max_grad_norm is not None:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
+                else:
+                    grad_norm = float(torch.norm(torch.stack(
+                        [p.grad.detach().float().norm() for p in params if p.grad is not None])))
+                if not math.isfinite(grad_norm) and scaler is None:
+                    raise TrainingError(self._nan_message("gradient norm", grad_norm, micro,
+                                                          name))
+                lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                stage_step += 1
+                steps_this_process += 1
+                self.global_step += 1
+                window["loss"] += loss
+                window["steps"] += 1
+                window["tokens"] += step_tokens
+                window["samples"] += sum(len(b["ids"]) for b in micro) * self.dist.world_size
+                window["seq_tokens"] += sum(int(b["attention_mask"].sum()) for b in micro) \
+                    * self.dist.world_size
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{max(lrs.values()):.2e}",
+                                    refresh=False)
+                if self.global_step % t.log_every == 0 or stage_step == stage.steps:
+                    dt = max(1e-9, time.perf_counter() - window["t0"])
+                    rec = {"kind": "train", "step": self.global_step, "stage": name,
+                           "stage_step": stage_step,
+                           "loss": window["loss"] / window["steps"], "last_loss": loss,
+                           "grad_norm": grad_norm,
+                           "samples_per_s": window["samples"] / dt,
+                           "tokens_per_s": window["seq_tokens"] / dt,
+                           "labelled_tokens": window["tokens"],
+                           **{f"lr/{k}": v for k, v in lrs.items()}}
+                    self.logger.log(rec)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}",
+                                        lr=f"{max(lrs.values()):.2e}",
+                                        samples_s=f"{rec['samples_per_s']:.2f}")
+                    window = {"loss": 0.0, "tokens": 0, "samples": 0, "seq_tokens": 0,
+                              "steps": 0, "t0": time.perf_counter()}
+                if t.eval_every and self.global_step % t.eval_every == 0:
+                    self._log_eval(self.evaluate(), name)
+                    D.barrier(self.dist)
+                done = stage_step == stage.steps
+                if (t.save_every and self.global_step % t.save_every == 0) or done:
+                    self.save_checkpoint(si, name, stage_step, position, optimizer, scheduler,
+                                         scaler, done=done)
+                    self._plot()
+            if t.eval_every and self.global_step % t.eval_every != 0:
+                self._log_eval(self.evaluate(), name)
+                D.barrier(self.dist)
+        finally:
+            if bar is not None:
+                bar.close()
+            del batches  # stop DataLoader workers now, not at garbage collection
+        return steps_this_process
+
+    def _check_finite(self, part: torch.Tensor, batch: dict[str, Any], stage: str) -> None:
+        bad = torch.tensor(0.0 if torch.isfinite(part.detach()).all() else 1.0)
+        if float(D.all_reduce_sum(bad, self.dist)) > 0:
+            raise TrainingError(self._nan_message("loss", float(part.detach()), [batch], stage))
+
+    def _nan_message(self, what: str, value: float, batches: list[dict], stage: str) -> str:
+        ids = [i for b in batches for i in b["ids"]]
+        last = self.last_checkpoint or "none yet (no checkpoint was written)"
+        return (f"{what} is {value} at step {self.global_step + 1} (stage {stage!r}) on rank "
+                f"{self.dist.rank}, batch ids {ids}; stopping. Last good checkpoint: {last}. "
+                f"Lower the learning rate or check these samples, then resume with --resume.")
+
+
+def train(config: str | Path | TrainConfig | dict, overrides: list[str] | None = None,
+          resume: str | Path | None = None) -> Path:
+    """Load a training config (path, data or TrainConfig), train it, return the model dir."""
+    cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
+    return Trainer(cfg, resume=resume).fit()
