@@ -120,7 +120,7 @@ def test_bad_batches_name_the_sample(name: str, case: str) -> None:
 
 def test_spectral_layout_and_options() -> None:
     enc = _encoder("spectral", options={"n_mels": 40})
-    assert enc.hidden_size == 40 + 12 + 1 and enc.num_layers == 1
+    assert enc.hidden_size == 40 + 12 + 1 + len(enc.tempo_lags) + 24 and enc.num_layers == 1
     assert enc.num_frames(16000) == 25 and enc.num_frames(16001) == 26
     enc50 = _encoder("spectral", frame_rate=50.0, sample_rate=24000)
     assert enc50.num_frames(24000) == 50
@@ -163,7 +163,7 @@ def test_spectral_onsets_follow_tempo() -> None:
     for bpm in (75.0, 150.0):
         wave = synth_clip(tempo_bpm=bpm, duration_s=8.0, timbre="square")
         out = enc(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
-        onset = out.hidden_states[0, 0, :, -1].numpy()
+        onset = out.hidden_states[0, 0, :, enc.n_mels + 12].numpy()
         onset = onset - onset.mean()
         ac = np.correlate(onset, onset, "full")[len(onset) - 1:]
         lo, hi = int(25 * 60 / 200), int(25 * 60 / 60)  # lags for 60-200 bpm
@@ -245,3 +245,28 @@ def test_tiny_image_video_and_bad_inputs() -> None:
         enc(torch.rand(3, 16, 16), torch.ones(3, dtype=torch.long))
     with pytest.raises(ConfigError, match="multiple of"):
         _encoder("tiny_image", options={"image_size": 20, "patch_size": 8})
+
+
+def test_spectral_tempogram_finds_the_beat() -> None:
+    """The tempogram group peaks at the beat period (or a multiple of it)."""
+    enc = _encoder("spectral")
+    start = enc.n_mels + 13
+    for bpm in (75.0, 150.0):
+        wave = synth_clip(tempo_bpm=bpm, duration_s=8.0, timbre="square")
+        out = enc(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+        tg = out.hidden_states[0, 0, :, start:start + len(enc.tempo_lags)].mean(0)
+        lag = enc.tempo_lags[int(tg.argmax())]
+        ratio = lag / (60.0 / bpm * 25)
+        assert abs(ratio - round(ratio)) < 0.15 and round(ratio) >= 1, (bpm, lag)
+
+
+@pytest.mark.parametrize("key,mode", [("C", "major"), ("F#", "minor"), ("Bb", "major")])
+def test_spectral_key_profiles_find_the_key(key: str, mode: str) -> None:
+    """The key-profile group's strongest of 24 keys is the clip's key."""
+    enc = _encoder("spectral")
+    wave = synth_clip(key=key, mode=mode, duration_s=8.0)
+    out = enc(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+    keys = out.hidden_states[0, 0, :, -24:].mean(0)
+    best = int(keys.argmax())
+    names = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+    assert (names[best % 12], "major" if best < 12 else "minor") == (key, mode)

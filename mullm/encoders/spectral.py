@@ -5,8 +5,12 @@ offline corpus learnable by a small adapter: timbre and instrumentation (log-mel
 harmony (chroma: STFT bins folded onto the 12 pitch classes) and tempo/rhythm (onset
 strength: the positive spectral flux of the log-mel, read over time).
 
-Layout of the single hidden-state layer (B, 1, T, D), D = n_mels + 12 + 1:
-``[log-mel (n_mels) | chroma (12, C..B) | onset (1)]``.
+Layout of the single hidden-state layer (B, 1, T, D):
+``[log-mel (n_mels) | chroma (12, C..B) | onset (1) | tempogram (lags) | key profiles (24)]``.
+The last two groups are local summaries (over ``tempogram_s`` / ``key_window_s`` seconds
+around each frame) that make tempo and key readable from a few pooled tokens: the
+autocorrelation of the onset envelope at beat periods of 40-240 BPM, and the correlation of
+the windowed chroma with the 24 Temperley key profiles. Either can be turned off (0).
 
 Every feature is scaled by fixed constants (never batch statistics), so a clip's features do
 not depend on what it is batched with, and frames past a clip's length are zero and do not
@@ -35,7 +39,15 @@ _DEFAULTS = {
     "fmax": None,
     "chroma_fmin": 100.0,
     "chroma_fmax": 5000.0,
+    # Rhythm: autocorrelation of the onset envelope over a window of this many seconds at
+    # beat periods from 40 to 240 BPM (a tempogram); 0 turns it off.
+    "tempogram_s": 4.0,
+    # Tonality: correlation of the windowed chroma with the 24 Temperley key profiles
+    # (C..B major, then C..B minor) over this many seconds; 0 turns it off.
+    "key_window_s": 4.0,
 }
+_TEMPO_MIN_BPM = 40.0
+_TEMPO_MAX_BPM = 240.0
 
 # Fixed scaling constants, measured once on synthetic and rendered music at 16 kHz so that
 # each feature group is roughly zero-mean, unit-scale on music (see docs/encoders.md).
@@ -114,12 +126,24 @@ class SpectralEncoder(Encoder):
         if self.n_mels < 1:
             raise ConfigError(f"encoder.options.n_mels={self.n_mels} must be >= 1")
         fmax = float(opts["fmax"] or self.sample_rate / 2)
-        self.hidden_size = self.n_mels + 12 + 1
+        self.tempo_window = int(round(float(opts["tempogram_s"]) * self.frame_rate))
+        lo = max(1, int(math.floor(60.0 * self.frame_rate / _TEMPO_MAX_BPM)))
+        hi = int(math.ceil(60.0 * self.frame_rate / _TEMPO_MIN_BPM))
+        self.tempo_lags = list(range(lo, hi + 1)) if self.tempo_window > 0 else []
+        if self.tempo_lags and self.tempo_window <= self.tempo_lags[-1]:
+            raise ConfigError(
+                f"encoder.options.tempogram_s={opts['tempogram_s']} is shorter than the "
+                f"slowest beat period ({_TEMPO_MIN_BPM:.0f} BPM); use >= 2 s or 0 to disable"
+            )
+        self.key_window = int(round(float(opts["key_window_s"]) * self.frame_rate))
+        self.hidden_size = (self.n_mels + 12 + 1 + len(self.tempo_lags)
+                            + (24 if self.key_window > 0 else 0))
         self.num_layers = 1
         if config.hidden_size is not None and config.hidden_size != self.hidden_size:
             raise ConfigError(
                 f"encoder.hidden_size={config.hidden_size} does not match the spectral "
-                f"features' n_mels + 13 = {self.hidden_size}; leave it unset or change n_mels"
+                f"features' size {self.hidden_size} (n_mels + 13 + tempogram lags + key "
+                f"profiles); leave it unset"
             )
         if config.num_layers is not None and config.num_layers != 1:
             raise ConfigError(
@@ -136,6 +160,14 @@ class SpectralEncoder(Encoder):
                 self.sample_rate, self.n_fft, float(opts["chroma_fmin"]),
                 float(opts["chroma_fmax"]))),
             persistent=False)
+        from mullm.data.mir import TEMPERLEY
+
+        major, minor = (torch.tensor(TEMPERLEY[m], dtype=torch.float32) for m in ("major", "minor"))
+        profiles = torch.stack([torch.roll(major, k) for k in range(12)]
+                               + [torch.roll(minor, k) for k in range(12)])
+        profiles = profiles - profiles.mean(1, keepdim=True)
+        self.register_buffer("key_profiles", profiles / profiles.norm(dim=1, keepdim=True),
+                             persistent=False)
         self.requires_grad_(False)
         self.eval()
 
@@ -147,7 +179,7 @@ class SpectralEncoder(Encoder):
         """Name, rates, sizes and every option (n_mels, n_fft, ...)."""
         fp = super().fingerprint()
         fp["options"] = {k: self.options[k] for k in sorted(self.options)}
-        fp["version"] = 1  # bump when the feature computation changes
+        fp["version"] = 2  # bump when the feature computation changes
         return fp
 
     @torch.no_grad()
@@ -177,11 +209,38 @@ class SpectralEncoder(Encoder):
         chroma = torch.where(peak > 0, chroma_e / peak.clamp_min(1e-30), torch.zeros_like(peak))
         flux = torch.relu(logmel[..., 1:] - logmel[..., :-1]).mean(1, keepdim=True)
         onset = F.pad(flux, (1, 0))  # frame 0 has no predecessor: no onset evidence
-        feats = torch.cat([
-            (logmel + _LOGMEL_SHIFT) / _LOGMEL_SCALE,
-            2.0 * chroma - 1.0,
-            torch.log1p(onset) / _ONSET_SCALE,
-        ], dim=1).transpose(1, 2)  # (B, T, D)
         mask = frame_mask(frames, total)
+        onset = torch.log1p(onset) * mask[:, None]
+        chroma = chroma * mask[:, None]
+        groups = [(logmel + _LOGMEL_SHIFT) / _LOGMEL_SCALE, 2.0 * chroma - 1.0,
+                  onset / _ONSET_SCALE]
+        if self.tempo_lags:
+            groups.append(self._tempogram(onset[:, 0]))
+        if self.key_window > 0:
+            groups.append(self._key_correlation(chroma, mask))
+        feats = torch.cat(groups, dim=1).transpose(1, 2)  # (B, T, D)
         feats = feats * mask[..., None]
         return EncoderOutput(hidden_states=feats[:, None].contiguous(), mask=mask)
+
+    def _windows(self, x: torch.Tensor, width: int) -> torch.Tensor:
+        """(B, C, T) -> (B, C, T, width) windows centred on each frame, zeros outside."""
+        left = width // 2
+        x = F.pad(x, (left, width - 1 - left))
+        return x.unfold(-1, width, 1)
+
+    def _tempogram(self, onset: torch.Tensor) -> torch.Tensor:
+        """(B, T) onset envelope -> (B, lags, T) normalised local autocorrelation."""
+        w = self._windows(onset[:, None], self.tempo_window)[:, 0]  # (B, T, W)
+        w = w - w.mean(-1, keepdim=True)
+        energy = (w * w).sum(-1).clamp_min(1e-8)
+        rows = [(w[..., :-lag] * w[..., lag:]).sum(-1) / energy for lag in self.tempo_lags]
+        return torch.stack(rows, 1)
+
+    def _key_correlation(self, chroma: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, 12, T) chroma -> (B, 24, T) Pearson correlation of the windowed chroma sum
+        with the key profiles (0 where the window holds no pitched energy)."""
+        local = self._windows(chroma, self.key_window).sum(-1)  # (B, 12, T)
+        local = local - local.mean(1, keepdim=True)
+        norm = local.norm(dim=1, keepdim=True)
+        unit = torch.where(norm > 1e-6, local / norm.clamp_min(1e-6), torch.zeros_like(local))
+        return torch.einsum("kc,bct->bkt", self.key_profiles, unit)
