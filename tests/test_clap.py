@@ -24,8 +24,8 @@ from mullm.encoders.clap import (  # noqa: E402
     LaionClapEncoder,
     check_text_tokenizer,
     load_laion_clap_tokenizer,
-    load_weights_file,
 )
+from mullm.encoders.weights import load_weights_file  # noqa: E402
 from mullm.errors import ConfigError, ModelLoadError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

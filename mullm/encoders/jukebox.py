@@ -43,7 +43,7 @@ import torch
 
 from mullm.config import EncoderConfig
 from mullm.encoders.base import Encoder, EncoderOutput, frame_mask
-from mullm.encoders.clap import (
+from mullm.encoders.weights import (
     check_declared,
     check_options,
     load_exact,

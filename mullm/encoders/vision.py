@@ -25,7 +25,7 @@ import torch
 
 from mullm.config import EncoderConfig
 from mullm.encoders.base import Encoder, EncoderOutput
-from mullm.encoders.clap import (
+from mullm.encoders.weights import (
     check_declared,
     check_options,
     missing_weights_error,
