@@ -394,12 +394,10 @@ class MusicLLM(nn.Module):
         # Tied tensors are stored once; fill their twins from the stored copy.
         if self.config.llm.policy == "full" and missing:
             llm_state = self.llm.state_dict()
-            ptrs = {v.data_ptr(): k for k, v in llm_state.items()}
-            for k in list(missing):
-                if k.startswith("llm."):
-                    twin = "llm." + ptrs.get(llm_state[k[4:]].data_ptr(), "")
-                    if twin in state:
-                        missing.remove(k)
+            stored = {llm_state[k[4:]].data_ptr() for k in state
+                      if k.startswith("llm.") and k[4:] in llm_state}
+            missing = [k for k in missing
+                       if not (k.startswith("llm.") and llm_state[k[4:]].data_ptr() in stored)]
         if missing or unexpected:
             raise ModelLoadError(
                 f"{d / TRAINABLE_FILE}: keys do not match this config; missing: {missing[:20]}"
@@ -424,11 +422,15 @@ class MusicLLM(nn.Module):
                     self.llm.get_output_embeddings().weight[ids] = state["new_token_rows.output"]
             if self.config.llm.policy == "full":
                 sub = {k[4:]: v for k, v in state.items() if k.startswith("llm.")}
+                # Tied weights (lm_head = embeddings) are stored once; loading the stored
+                # twin fills the other, so only those may be absent.
                 res = self.llm.load_state_dict(sub, strict=False)
-                tied = set(res.missing_keys)
-                if res.unexpected_keys:
-                    raise ModelLoadError(f"{d}: unexpected LLM keys {res.unexpected_keys[:10]}")
-                del tied
+                current = self.llm.state_dict()
+                stored = {current[k].data_ptr() for k in sub if k in current}
+                untied = [k for k in res.missing_keys if current[k].data_ptr() not in stored]
+                if res.unexpected_keys or untied:
+                    raise ModelLoadError(f"{d}: LLM keys do not match; missing: {untied[:10]}, "
+                                         f"unexpected: {res.unexpected_keys[:10]}")
         if self.config.llm.policy == "lora":
             self._load_lora(d / "lora")
 

@@ -276,3 +276,20 @@ def test_image_and_audio_in_one_sample(tiny_llm_dir: Path) -> None:
     assert int((ids == model.placeholder_ids["image"]).sum()) == 3
     out = model(ids, batch["attention_mask"], batch["labels"], batch["media"])
     assert torch.isfinite(out["loss"])
+
+
+def test_full_finetune_saves_and_reloads_exactly(tiny_llm_dir: Path, tmp_path: Path) -> None:
+    model = build(tiny_llm_dir, "linear", "splice", policy="full")
+    batch = model.processor(CONVS, _media())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(batch["input_ids"], batch["attention_mask"], batch["labels"],
+          batch["media"])["loss"].backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        ref = model(batch["input_ids"], batch["attention_mask"], media=batch["media"])["logits"]
+    model.save_pretrained(tmp_path / "m")
+    again = MusicLLM.load(tmp_path / "m").eval()
+    with torch.no_grad():
+        got = again(batch["input_ids"], batch["attention_mask"], media=batch["media"])["logits"]
+    assert torch.equal(got, ref)
