@@ -70,6 +70,9 @@ class AdapterConfig:
     pool_frames: int | None = None
     pool_rate_hz: float | None = None
     dropout: float = 0.0
+    # LayerNorm on the adapter's output, its gain initialised to the RMS of the LLM's text
+    # embeddings, so media tokens start at the scale the LLM expects.
+    output_norm: bool = True
 
 
 @dataclass

@@ -87,6 +87,8 @@ class MusicLLM(nn.Module):
         self.encoders = nn.ModuleDict()
         self.layer_selectors = nn.ModuleDict()
         self.adapters = nn.ModuleDict()
+        self.output_norms = nn.ModuleDict()
+        text_rms = llm.get_input_embeddings().weight[:old_vocab].float().pow(2).mean().sqrt()
         self.injectors = nn.ModuleDict()
         for m, c in config.modalities.items():
             enc = build_encoder(c.encoder)
@@ -100,6 +102,15 @@ class MusicLLM(nn.Module):
             self.layer_selectors[m] = LayerSelector(c.encoder.layers, c.encoder.layer_reduce,
                                                     enc.num_layers)
             self.adapters[m] = build_adapter(c.adapter, enc.hidden_size, dim, enc.frame_rate)
+            if c.adapter.output_norm:
+                # A fresh adapter's tokens can be ~10x the norm of text embeddings, which a
+                # frozen LLM reads as noise; start them at the text-embedding scale instead.
+                norm = nn.LayerNorm(dim)
+                with torch.no_grad():
+                    norm.weight.fill_(float(text_rms))
+                self.output_norms[m] = norm
+            else:
+                self.output_norms[m] = nn.Identity()
             inj = c.injection
             if inj.kind == "xattn":
                 self.injectors[m] = CrossAttentionInjector(
@@ -133,7 +144,8 @@ class MusicLLM(nn.Module):
         groups: dict[str, list[nn.Parameter]] = {}
         for m in self.adapters:
             groups[f"adapter.{m}"] = list(self.adapters[m].parameters()) + \
-                list(self.layer_selectors[m].parameters())
+                list(self.layer_selectors[m].parameters()) + \
+                list(self.output_norms[m].parameters())
         for m in self.injectors:
             groups[f"injection.{m}"] = list(self.injectors[m].parameters())
         if self.config.llm.policy == "lora":
@@ -156,6 +168,7 @@ class MusicLLM(nn.Module):
             hidden, mask = out.hidden_states.float(), out.mask
         feats = self.layer_selectors[modality](hidden)
         tokens, token_mask = self.adapters[modality](feats, mask)
+        tokens = self.output_norms[modality](tokens) * token_mask[..., None].to(tokens.dtype)
         return tokens, token_mask
 
     def _embed(self, input_ids: torch.Tensor, media: dict[str, MediaBatch] | None
@@ -313,7 +326,7 @@ class MusicLLM(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor this model owns besides the base LLM, the frozen encoders and LoRA."""
         state = {}
-        for prefix in ("layer_selectors", "adapters", "injectors"):
+        for prefix in ("layer_selectors", "adapters", "output_norms", "injectors"):
             for k, v in getattr(self, prefix).state_dict().items():
                 state[f"{prefix}.{k}"] = v
         if self.added_token_ids:
@@ -411,7 +424,7 @@ class MusicLLM(nn.Module):
                     f"{tuple(expected[k].shape)}"
                 )
         with torch.no_grad():
-            for prefix in ("layer_selectors", "adapters", "injectors"):
+            for prefix in ("layer_selectors", "adapters", "output_norms", "injectors"):
                 sub = {k[len(prefix) + 1:]: v for k, v in state.items()
                        if k.startswith(prefix + ".")}
                 getattr(self, prefix).load_state_dict(sub, strict=True)
