@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every GPU figure the issues ask for, in one run, each part time-capped so that one slow
+# part cannot eat the others' time (the lent GPU gives a session 15 minutes in all).
+#   bash benchmarks/gpu_all.sh            # on the GPU machine, from the repository root
+# Prints each table; JSON lands in benchmarks/results/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+PY=${PYTHON:-python}
+run() {  # run <seconds> <label> <command...>
+  local cap=$1 label=$2; shift 2
+  echo "=== $label (cap ${cap}s) ==="
+  timeout "$cap" "$@" || echo "=== $label: exit $? ==="
+}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+run 150 "MERT-330M-shaped bf16 extraction: plain loop vs batched-by-length + compile" \
+  $PY benchmarks/extraction.py --gpu
+run 200 "Llama-7B-shaped generate: plain vs static cache + compile, batch 1 and 16" \
+  $PY benchmarks/gpu_generate.py
+run 200 "Training step: MERT-330M + Llama-7B LoRA r16 bf16 batch 8, MFU, QLoRA memory" \
+  $PY benchmarks/train_throughput.py --gpu
