@@ -176,7 +176,7 @@ def test_manifest_inputs(env, tmp_path):
 
 
 def test_hf_datasets_folder(env, tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     monkeypatch.setenv("MULLM_CACHE", str(tmp_path / "cache"))
     paths = []
     for i in range(3):

@@ -6,15 +6,14 @@ import hashlib
 import json
 from pathlib import Path
 
+import fluidsynth  # noqa: F401 - a missing dependency must fail, not skip
+import music21  # noqa: F401 - a missing dependency must fail, not skip
 import numpy as np
 import pytest
 import soundfile as sf
 
 from mullm.data import corpus as C
 from mullm.data import procedural as P
-
-pytest.importorskip("fluidsynth")
-pytest.importorskip("music21")
 
 N, SEED, MIN_S, MAX_S = 6, 11, 4.0, 7.0
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import librosa  # noqa: F401 - a missing dependency must fail, not skip
 import numpy as np
 import pytest
 import soundfile as sf
-
-pytest.importorskip("librosa")
 
 from mullm.data import mir  # noqa: E402
 from mullm.data.audio_augment import augment_metadata, augment_row, op_name, parse_op  # noqa: E402

@@ -6,10 +6,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import pytest
+import bitsandbytes  # noqa: F401 - a missing dependency must fail, not skip
 import torch
-
-pytest.importorskip("bitsandbytes")
 
 from mullm.model import MusicLLM  # noqa: E402
 from mullm.testing import make_tiny_llm  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 
 @pytest.mark.slow
 def test_quickstart_tiny(tmp_path: Path) -> None:
-    pytest.importorskip("fluidsynth")
+    import fluidsynth  # noqa: F401 - a missing dependency must fail, not skip
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
                TOKENIZERS_PARALLELISM="false")
     res = subprocess.run([sys.executable, "-m", "mullm.cli", "quickstart", "--tiny",
