@@ -9,6 +9,7 @@ queries, a prefix on more layers than the LLM has, ...). Checks that need the bu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -434,7 +435,8 @@ def load_model_config(source: str | Path | dict[str, Any], overrides: list[str] 
         where = str(source)
     if "model" in data and isinstance(data["model"], dict) and "llm" not in data:
         data = data["model"]
-    data = apply_overrides(dict(data), overrides or [])
+    # Overrides write into nested mappings: never into the caller's own data.
+    data = apply_overrides(copy.deepcopy(data), overrides or [])
     try:
         cfg = from_dict(ModelConfig, data)
         validate_model_config(cfg)

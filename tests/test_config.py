@@ -121,3 +121,10 @@ def test_every_yaml_in_repo_validates(path: Path) -> None:
             assert isinstance(load_model_config(path), ModelConfig)
     else:
         pytest.fail(f"{path}: not an encoder, adapter, model or training config")
+
+
+def test_overrides_leave_the_callers_mapping_alone() -> None:
+    data = {"modalities": {"audio": {"adapter": {"name": "mlp"}}}}
+    cfg = load_model_config(data, ["modalities.audio.adapter.name=linear"])
+    assert cfg.modalities["audio"].adapter.name == "linear"
+    assert data["modalities"]["audio"]["adapter"]["name"] == "mlp"

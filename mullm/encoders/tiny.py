@@ -51,6 +51,16 @@ def _heads_for(dim: int, requested: int | None) -> int:
     return heads
 
 
+def _set_sizes(enc: Encoder, config: EncoderConfig, opts: dict) -> int:
+    """Set width, layer count and seed of a tiny encoder from its config; return its heads."""
+    enc.hidden_size = int(config.hidden_size or 32)
+    enc.num_layers = int(config.num_layers or 3)
+    if enc.num_layers < 1:
+        raise ConfigError(f"encoder.num_layers={enc.num_layers} must be >= 1")
+    enc.seed = int(opts.get("seed", 0))
+    return _heads_for(enc.hidden_size, opts.get("num_heads"))
+
+
 class TinyAudioEncoder(Encoder):
     """Conv front end + small transformer at 50 Hz from 16 kHz; random, seeded weights.
 
@@ -72,12 +82,7 @@ class TinyAudioEncoder(Encoder):
                 f"{self.sample_rate} into whole samples per frame"
             )
         self.hop = round(hop)
-        self.hidden_size = int(config.hidden_size or 32)
-        self.num_layers = int(config.num_layers or 3)
-        if self.num_layers < 1:
-            raise ConfigError(f"encoder.num_layers={self.num_layers} must be >= 1")
-        self.seed = int(opts.get("seed", 0))
-        heads = _heads_for(self.hidden_size, opts.get("num_heads"))
+        heads = _set_sizes(self, config, opts)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             # Non-overlapping frames: frame t sees exactly samples [t*hop, (t+1)*hop).
@@ -144,12 +149,7 @@ class TinyImageEncoder(Encoder):
         self.num_patches = (self.image_size // self.patch_size) ** 2
         self.sample_rate = 1
         self.frame_rate = float(self.num_patches)
-        self.hidden_size = int(config.hidden_size or 32)
-        self.num_layers = int(config.num_layers or 3)
-        if self.num_layers < 1:
-            raise ConfigError(f"encoder.num_layers={self.num_layers} must be >= 1")
-        self.seed = int(opts.get("seed", 0))
-        heads = _heads_for(self.hidden_size, opts.get("num_heads"))
+        heads = _set_sizes(self, config, opts)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.patch = nn.Conv2d(3, self.hidden_size, self.patch_size, self.patch_size)
