@@ -120,7 +120,7 @@ def test_bad_batches_name_the_sample(name: str, case: str) -> None:
 
 def test_spectral_layout_and_options() -> None:
     enc = _encoder("spectral", options={"n_mels": 40})
-    assert enc.hidden_size == 40 + 12 + 1 + len(enc.tempo_lags) + 24 and enc.num_layers == 1
+    assert enc.hidden_size == 40 + 12 + 1 + len(enc.tempo_lags) + 26 and enc.num_layers == 1
     assert enc.num_frames(16000) == 25 and enc.num_frames(16001) == 26
     enc50 = _encoder("spectral", frame_rate=50.0, sample_rate=24000)
     assert enc50.num_frames(24000) == 50
@@ -262,11 +262,16 @@ def test_spectral_tempogram_finds_the_beat() -> None:
 
 @pytest.mark.parametrize("key,mode", [("C", "major"), ("F#", "minor"), ("Bb", "major")])
 def test_spectral_key_profiles_find_the_key(key: str, mode: str) -> None:
-    """The key-profile group's strongest of 24 keys is the clip's key."""
+    """The key-profile group's strongest of 24 keys is the clip's key, and the mode-strength
+    pair (best major, best minor) leans the clip's way."""
     enc = _encoder("spectral")
     wave = synth_clip(key=key, mode=mode, duration_s=8.0)
     out = enc(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
-    keys = out.hidden_states[0, 0, :, -24:].mean(0)
+    frames = out.hidden_states[0, 0]
+    keys = frames[:, -26:-2].mean(0)
     best = int(keys.argmax())
     names = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
     assert (names[best % 12], "major" if best < 12 else "minor") == (key, mode)
+    major, minor = frames[:, -2].mean(), frames[:, -1].mean()
+    assert (major > minor) == (mode == "major"), (float(major), float(minor))
+    assert torch.equal(frames[:, -2], frames[:, -26:-14].amax(1))

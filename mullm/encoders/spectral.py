@@ -6,11 +6,16 @@ harmony (chroma: STFT bins folded onto the 12 pitch classes) and tempo/rhythm (o
 strength: the positive spectral flux of the log-mel, read over time).
 
 Layout of the single hidden-state layer (B, 1, T, D):
-``[log-mel (n_mels) | chroma (12, C..B) | onset (1) | tempogram (lags) | key profiles (24)]``.
-The last two groups are local summaries (over ``tempogram_s`` / ``key_window_s`` seconds
+``[log-mel (n_mels) | chroma (12, C..B) | onset (1) | tempogram (lags) | key profiles (24)
+| mode strength (2)]``.
+The last groups are local summaries (over ``tempogram_s`` / ``key_window_s`` seconds
 around each frame) that make tempo and key readable from a few pooled tokens: the
-autocorrelation of the onset envelope at beat periods of 40-240 BPM, and the correlation of
-the windowed chroma with the 24 Temperley key profiles. Either can be turned off (0).
+autocorrelation of the onset envelope at beat periods of 40-240 BPM, the correlation of
+the windowed chroma with the 24 Temperley key profiles, and the best major and the best
+minor correlation. The last pair is there because major/minor is a max over transpositions,
+which a linear read of the 24 correlations cannot form (a linear probe on them stays at
+chance for mode, while the sign of "best major - best minor" alone gets ~86% on the offline
+corpus). Either window can be turned off (0).
 
 Every feature is scaled by fixed constants (never batch statistics), so a clip's features do
 not depend on what it is batched with, and frames past a clip's length are zero and do not
@@ -43,7 +48,8 @@ _DEFAULTS = {
     # beat periods from 40 to 240 BPM (a tempogram); 0 turns it off.
     "tempogram_s": 4.0,
     # Tonality: correlation of the windowed chroma with the 24 Temperley key profiles
-    # (C..B major, then C..B minor) over this many seconds; 0 turns it off.
+    # (C..B major, then C..B minor) over this many seconds, then the best major and the
+    # best minor correlation; 0 turns it off.
     "key_window_s": 4.0,
 }
 _TEMPO_MIN_BPM = 40.0
@@ -137,13 +143,13 @@ class SpectralEncoder(Encoder):
             )
         self.key_window = int(round(float(opts["key_window_s"]) * self.frame_rate))
         self.hidden_size = (self.n_mels + 12 + 1 + len(self.tempo_lags)
-                            + (24 if self.key_window > 0 else 0))
+                            + (26 if self.key_window > 0 else 0))
         self.num_layers = 1
         if config.hidden_size is not None and config.hidden_size != self.hidden_size:
             raise ConfigError(
                 f"encoder.hidden_size={config.hidden_size} does not match the spectral "
-                f"features' size {self.hidden_size} (n_mels + 13 + tempogram lags + key "
-                f"profiles); leave it unset"
+                f"features' size {self.hidden_size} (n_mels + 13 + tempogram lags + 24 key "
+                f"profiles + 2 mode strengths); leave it unset"
             )
         if config.num_layers is not None and config.num_layers != 1:
             raise ConfigError(
@@ -217,7 +223,8 @@ class SpectralEncoder(Encoder):
         if self.tempo_lags:
             groups.append(self._tempogram(onset[:, 0]))
         if self.key_window > 0:
-            groups.append(self._key_correlation(chroma, mask))
+            keys = self._key_correlation(chroma, mask)
+            groups += [keys, keys[:, :12].amax(1, keepdim=True), keys[:, 12:].amax(1, keepdim=True)]
         feats = torch.cat(groups, dim=1).transpose(1, 2)  # (B, T, D)
         feats = feats * mask[..., None]
         return EncoderOutput(hidden_states=feats[:, None].contiguous(), mask=mask)

@@ -2,7 +2,7 @@
 
 Each held-out clip gets the fixed questions of ``mullm.data.augment.closed_questions`` (one
 phrasing per attribute, the allowed answers listed). The model's answer is the allowed
-answer with the highest mean log-probability as the assistant reply (the answer's tokens
+answer with the highest log-probability (summed over tokens) as the assistant reply (the answer's tokens
 and the end-of-turn marker), so a model that cannot phrase an answer is still scored on what
 it knows, and a free-form generation never has to be parsed.
 
@@ -83,8 +83,12 @@ def _question_messages(question: str) -> list[dict[str, str]]:
 
 @torch.no_grad()
 def score_choices(model: MusicLLM, question: str, choices: list[str], audio: Any,
-                  use_cache: bool = True) -> list[float]:
-    """Mean log-probability of each choice as the assistant's reply to ``question``.
+                  use_cache: bool = True, reduction: str = "sum") -> list[float]:
+    """Log-probability of each choice as the assistant's reply to ``question``.
+
+    ``reduction="sum"`` is the reply's log-likelihood, the right ranking for a model trained
+    on these exact replies; ``"mean"`` (per token) favours choices with more, easily
+    predicted tokens ("chromatic percussion" over "organ") and is kept for comparison.
 
     For spliced audio the shared prompt (system, audio tokens, question) runs once and its
     KV cache is repeated for the choices; other injections score each choice in full.
@@ -124,8 +128,12 @@ def score_choices(model: MusicLLM, question: str, choices: list[str], audio: Any
         targets = labels[:, prefix:].to(device)
     mask = targets != -100
     logp = torch.log_softmax(logits, -1).gather(-1, targets.clamp_min(0)[..., None])[..., 0]
-    per = (logp * mask).sum(1) / mask.sum(1).clamp_min(1)
-    return per.tolist()
+    total = (logp * mask).sum(1)
+    if reduction == "sum":
+        return total.tolist()
+    if reduction == "mean":
+        return (total / mask.sum(1).clamp_min(1)).tolist()
+    raise ValueError(f"reduction={reduction!r} is not one of 'sum', 'mean'")
 
 
 @torch.no_grad()
