@@ -71,6 +71,11 @@ class AdapterConfig:
     pool_frames: int | None = None
     pool_rate_hz: float | None = None
     dropout: float = 0.0
+    # Summary tokens put before the others: an MLP maps the clip's mean and standard
+    # deviation over all valid frames to this many tokens. Clip-level statistics (key
+    # profile, tempo periodicity, timbre) are what a linear probe reads best; local tokens
+    # alone leave the LLM to average them itself. 0 turns it off.
+    global_tokens: int = 0
     # LayerNorm on the adapter's output, its gain initialised to the RMS of the LLM's text
     # embeddings, so media tokens start at the scale the LLM expects.
     output_norm: bool = True
@@ -305,6 +310,7 @@ def validate_adapter(cfg: AdapterConfig, key: str = "adapter") -> None:
     _check(cfg.num_layers >= 1, f"{key}.num_layers", cfg.num_layers, "must be >= 1")
     _check(cfg.num_heads >= 1, f"{key}.num_heads", cfg.num_heads, "must be >= 1")
     _check(0.0 <= cfg.dropout < 1.0, f"{key}.dropout", cfg.dropout, "must be in [0, 1)")
+    _check(cfg.global_tokens >= 0, f"{key}.global_tokens", cfg.global_tokens, "must be >= 0")
     if cfg.name in ("qformer", "perceiver"):
         _check(cfg.num_queries >= 1, f"{key}.num_queries", cfg.num_queries,
                f"a {cfg.name} needs at least 1 query")

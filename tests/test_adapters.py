@@ -37,6 +37,9 @@ CASES = {f"{name}-{pool}": dict(TINY, name=name, **kw)
 CASES.update({case: dict(TINY, **kw) for case, kw in EXTRA.items()})
 CASES.update({f"{case}-mean3": dict(TINY, **EXTRA[case], **POOLS["mean3"])
               for case in ("mlp-swiglu", "window-overlap-2q")})
+# Clip-summary tokens in front, on every adapter kind (the generic tests cover them too).
+CASES.update({f"{name}-mean3-global2": dict(TINY, name=name, global_tokens=2, **POOLS["mean3"])
+              for name in ADAPTERS})
 
 
 def make(case: str | dict, seed: int = 0) -> Adapter:
@@ -214,6 +217,25 @@ def test_global_pool_gives_one_token() -> None:
         assert tokens.shape == (2, 1, OUT_DIM)
         assert token_mask.all()
         assert adapter.num_tokens(1) == adapter.num_tokens(10_000) == 1
+
+
+def test_global_tokens_summarise_valid_frames_only() -> None:
+    """The summary tokens come first and are the MLP of the valid frames' mean and std."""
+    ad = make("mlp-mean3-global2")
+    feats, mask = batch([5, 9])
+    tokens, token_mask = ad(feats, mask)
+    assert ad.num_tokens(5) == 2 + 2 and int(token_mask[0].sum()) == 4
+    clip = feats[0, :5]
+    stats = torch.cat([clip.mean(0), clip.std(0, unbiased=False)])
+    expected = ad.summary.net(stats).view(2, OUT_DIM)
+    torch.testing.assert_close(tokens[0, :2], expected)
+    assert torch.equal(token_mask[:, :2], torch.ones(2, 2, dtype=torch.bool))
+
+
+def test_negative_global_tokens_is_refused() -> None:
+    """global_tokens < 0 is named in the error."""
+    with pytest.raises(Exception, match="global_tokens"):
+        validate_adapter(AdapterConfig(global_tokens=-1))
 
 
 def test_pool_rate_hz_group_size() -> None:

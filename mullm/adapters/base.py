@@ -1,8 +1,10 @@
 """The adapter contract: encoder frames (B, T, in_dim) + mask -> LLM tokens (B, N, out_dim).
 
 Every adapter first pools frames by ``config.pool`` (mask-aware), then maps the pooled
-frames to tokens. Valid tokens come first in each row, and ``num_tokens`` says exactly how
-many a clip gets, so the processor can size placeholders before anything is encoded.
+frames to tokens. With ``config.global_tokens = K`` the row starts with K summary tokens made
+from the clip's mean and standard deviation over all valid frames. Valid tokens come first
+in each row, and ``num_tokens`` says exactly how many a clip gets, so the processor can size
+placeholders before anything is encoded.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Adapter(nn.Module):
         self.out_dim = out_dim
         self.frame_rate = float(frame_rate)
         self.pool_group = pool_group(config, self.frame_rate)
+        self.summary = ClipSummary(in_dim, config.hidden_size, out_dim, config.global_tokens) \
+            if config.global_tokens > 0 else None
 
     def num_pooled(self, num_frames: int) -> int:
         """Frames left after pooling a clip of ``num_frames`` valid frames."""
@@ -36,6 +40,10 @@ class Adapter(nn.Module):
     def num_tokens(self, num_frames: int) -> int:
         """Exact count of valid tokens for a clip with ``num_frames`` valid frames."""
         check_num_frames(num_frames)
+        return self.config.global_tokens + self._num_local_tokens(num_frames)
+
+    def _num_local_tokens(self, num_frames: int) -> int:
+        """Tokens from the pooled frames (subclasses with their own count override this)."""
         return self.num_pooled(num_frames)
 
     def tokens_from_frames(self, feats: torch.Tensor, mask: torch.Tensor
@@ -51,11 +59,35 @@ class Adapter(nn.Module):
         # masked sums and attention scores, where 0 * NaN would still be NaN.
         feats = feats.masked_fill(~mask[..., None], 0.0)
         feats, mask = left_align(feats, mask)
+        summary = self.summary(feats, mask) if self.summary is not None else None
         feats, mask = temporal_pool(feats, mask, self.config.pool, self.pool_group)
         tokens, token_mask = self.tokens_from_frames(feats, mask)
+        if summary is not None:
+            tokens = torch.cat([summary.to(tokens.dtype), tokens], 1)
+            token_mask = torch.cat([token_mask.new_ones(summary.shape[:2]), token_mask], 1)
         # Zero the padding tokens so nothing computed from padded frames leaves the adapter.
         tokens = tokens.masked_fill(~token_mask[..., None], 0.0)
         return tokens, token_mask
+
+
+class ClipSummary(nn.Module):
+    """Mask-aware mean and std over a clip's frames -> ``num_tokens`` tokens by a GELU MLP."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_tokens: int) -> None:
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.out_dim = out_dim
+        self.net = nn.Sequential(nn.Linear(2 * in_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, num_tokens * out_dim))
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) frames with mask (B, T) -> (B, num_tokens, out_dim)."""
+        w = mask.to(feats.dtype)[..., None]
+        count = w.sum(1).clamp(min=1.0)
+        mean = (feats * w).sum(1) / count
+        var = ((feats - mean[:, None]).pow(2) * w).sum(1) / count
+        stats = torch.cat([mean, var.clamp_min(0).sqrt()], -1)
+        return self.net(stats).view(feats.shape[0], self.num_tokens, self.out_dim)
 
 
 def check_num_frames(num_frames: int) -> None:

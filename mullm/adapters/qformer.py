@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mullm.adapters.base import Adapter, check_num_frames
+from mullm.adapters.base import Adapter
 from mullm.config import AdapterConfig
 from mullm.errors import ConfigError
 
@@ -99,9 +99,8 @@ class QFormerAdapter(Adapter):
                                     config.dropout)
         self.out_proj = nn.Linear(hidden, out_dim)
 
-    def num_tokens(self, num_frames: int) -> int:
+    def _num_local_tokens(self, num_frames: int) -> int:
         """Always ``num_queries``."""
-        check_num_frames(num_frames)
         return self.config.num_queries
 
     def tokens_from_frames(self, feats: torch.Tensor, mask: torch.Tensor

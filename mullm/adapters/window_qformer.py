@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mullm.adapters.base import Adapter, check_num_frames
+from mullm.adapters.base import Adapter
 from mullm.adapters.qformer import QFormerStack
 from mullm.config import AdapterConfig
 from mullm.errors import ConfigError
@@ -50,9 +50,8 @@ class WindowQFormerAdapter(Adapter):
                                     config.num_heads, 1, config.dropout)
         self.out_proj = nn.Linear(hidden, out_dim)
 
-    def num_tokens(self, num_frames: int) -> int:
+    def _num_local_tokens(self, num_frames: int) -> int:
         """Windows over the pooled clip times ``queries_per_window``."""
-        check_num_frames(num_frames)
         windows = num_windows(self.num_pooled(num_frames), self.window, self.stride)
         return windows * self.config.queries_per_window
 

@@ -2,9 +2,9 @@
 
 Each held-out clip gets the fixed questions of ``mullm.data.augment.closed_questions`` (one
 phrasing per attribute, the allowed answers listed). The model's answer is the allowed
-answer with the highest log-probability (summed over tokens) as the assistant reply (the answer's tokens
-and the end-of-turn marker), so a model that cannot phrase an answer is still scored on what
-it knows, and a free-form generation never has to be parsed.
+answer with the highest log-probability as the assistant reply (summed over the answer's
+tokens and the end-of-turn marker), so a model that cannot phrase an answer is still scored
+on what it knows, and a free-form generation never has to be parsed.
 
 Two references sit next to each accuracy:
 
