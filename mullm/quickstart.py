@@ -38,8 +38,12 @@ def _log(msg: str) -> None:
 
 def prepare_data(corpus_meta: Path, data_dir: Path, per_clip: int, seed: int = 0
                  ) -> dict[str, Path]:
-    """Template conversations from the corpus: closed questions and short free answers."""
-    from mullm.data.augment import template_conversations
+    """Template conversations from the corpus: closed questions and short free answers.
+
+    Training clips get their closed questions packed into one multi-turn conversation each
+    (``pack_by_clip``); the validation questions stay one per conversation, as scored.
+    """
+    from mullm.data.augment import pack_by_clip, template_conversations
     from mullm.data.corpus import read_metadata
     from mullm.data.schema import write_conversations
 
@@ -60,6 +64,7 @@ def prepare_data(corpus_meta: Path, data_dir: Path, per_clip: int, seed: int = 0
             out["closed_valid"].append(c)
     if not out["closed_valid"]:  # tiny corpora may have no valid clip: reuse a few train rows
         out["closed_valid"] = out["closed_train"][:8]
+    out["closed_train"] = pack_by_clip(out["closed_train"], seed=seed)
     paths = {}
     for name, items in out.items():
         paths[name] = data_dir / f"{name}.jsonl"

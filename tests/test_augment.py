@@ -15,6 +15,7 @@ from mullm.data.augment import (
     KEY_CHOICES,
     closed_questions,
     instrument_phrase,
+    pack_by_clip,
     template_conversations,
 )
 from mullm.data.llm_augment import BANNED_PHRASES, InvalidOutput, llm_conversations, parse_reply
@@ -65,6 +66,35 @@ def test_closed_questions() -> None:
     assert [q["question"] for q in single] == [q["question"] for q in closed_questions(
         _row(4, families=["brass"], time_signature="5/4", metre="other"))]  # fixed phrasing
     assert set(FAMILY_CHOICES) >= {"strings", "brass", "piano"}
+
+
+def test_pack_by_clip_keeps_every_answer_once(corpus: tuple[Path, list[dict]],
+                                              tmp_path: Path) -> None:
+    """Packing gives one conversation per clip holding each of its closed Q/A pairs once,
+    the audio marker only in the first question, and a seeded order; it round-trips."""
+    d, rows = corpus
+    convs = [c for c in template_conversations(rows, meta_dir=d, out_dir=tmp_path, per_clip=0)
+             if c.meta["template"] == "closed"]
+    packed = pack_by_clip(convs, seed=3)
+    assert len(packed) == len(rows)
+    for p in packed:
+        singles = [c for c in convs if c.audio == p.audio]
+        pairs = sorted((u["content"].split("\n")[-1], a["content"])
+                       for u, a in zip(p.turns[::2], p.turns[1::2]))
+        assert pairs == sorted((c.turns[0]["content"].split("\n")[-1], c.turns[1]["content"])
+                               for c in singles)
+        markers = [t["content"].count("<audio>") for t in p.turns if t["role"] == "user"]
+        assert markers[0] == 1 and sum(markers) == 1 and p.split == singles[0].split
+        assert sorted(p.meta["packed"]) == sorted(c.id for c in singles)
+    orders = {tuple(p.meta["packed"]) for p in pack_by_clip(convs, seed=4)}
+    assert [tuple(p.meta["packed"]) for p in pack_by_clip(convs, seed=3)] == \
+        [tuple(p.meta["packed"]) for p in packed]
+    assert orders != {tuple(p.meta["packed"]) for p in packed}
+    write_conversations(tmp_path / "packed.jsonl", packed)
+    back = read_conversations(tmp_path / "packed.jsonl")
+    assert [b.turns for b in back] == [p.turns for p in packed]
+    with pytest.raises(ValueError, match="single-question"):
+        pack_by_clip(packed)
 
 
 def test_instrument_phrase() -> None:

@@ -450,3 +450,37 @@ def template_conversations(rows: Sequence[dict], *, meta_dir: str | os.PathLike,
                     meta={"clip": row["id"], "template": "closed", "attribute": q["attribute"],
                           "choices": q["choices"]}, base_dir=out_dir))
     return out
+
+
+def pack_by_clip(convs: Sequence[Conversation], seed: int = 0) -> list[Conversation]:
+    """One multi-turn conversation per clip from single-question, single-clip conversations.
+
+    The questions of a clip are asked one after another in a seeded random order, the
+    ``<audio>`` marker only in the first. Every answer is still a labelled turn, but the
+    system prompt and the clip's audio tokens are paid for once per clip instead of once
+    per question, and a batch carries several answers per clip.
+    """
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple, list[Conversation]] = {}
+    for c in convs:
+        if len(c.audio) != 1 or len(c.turns) != 2:
+            raise ValueError(f"conversation {c.id!r}: only single-question, single-clip "
+                             "conversations can be packed")
+        groups.setdefault((str(c.audio[0]), c.split), []).append(c)
+    out = []
+    for (_, split), group in groups.items():
+        order = rng.permutation(len(group))
+        turns: list[dict] = []
+        for i, k in enumerate(order):
+            user, answer = group[int(k)].turns
+            text = user["content"].replace("<audio>\n", "").replace("<audio>", "").strip()
+            turns += [{"role": "user", "content": ("<audio>\n" if i == 0 else "") + text},
+                      dict(answer)]
+        first = group[0]
+        clip = (first.meta or {}).get("clip", first.id)
+        out.append(Conversation(
+            id=f"{clip}-packed", turns=turns, task=first.task, audio=list(first.audio),
+            split=split, source=first.source, base_dir=first.base_dir,
+            meta={"clip": clip, "template": "packed",
+                  "packed": [group[int(k)].id for k in order]}))
+    return out
