@@ -104,7 +104,8 @@ def run_probe(meta: Path, attributes: list[str]) -> dict:
                      "train_majority_rate": sum(y == Counter(y_tr).most_common(1)[0][0]
                                                 for y in y_te) / len(te)}
     return {"attributes": out, "seconds": time.perf_counter() - t0,
-            "features": "spectral (64 log-mel + 12 chroma + onset) mean+std over time"}
+            "features": "spectral (136-dim: log-mel, chroma, onset, tempogram, key profiles, "
+                        "mode strength) mean+std over time"}
 
 
 def main() -> int:
@@ -117,6 +118,11 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "learning"))
     ap.add_argument("--probe-only", action="store_true")
     ap.add_argument("--eval-clips", type=int, default=60)
+    ap.add_argument("--single-family", type=float, default=0.6,
+                    help="fraction of single-family procedural clips (family questions need "
+                         "them; the corpus default is 0.3)")
+    ap.add_argument("--steps", type=int, default=300,
+                    help="adapter+LoRA steps after the 20 adapter-only ones")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "learning.json"))
     ap.add_argument("overrides", nargs="*", help="training overrides for the model run, e.g. "
                     "stages.joint.steps=600")
@@ -126,13 +132,15 @@ def main() -> int:
     from mullm.llm import cache_root
 
     corpus = Path(args.corpus) if args.corpus else cache_root() / "bench" / (
-        f"corpus-{args.clips}-{args.min_s:g}-{args.max_s:g}")
+        f"corpus-{args.clips}-{args.min_s:g}-{args.max_s:g}-sf{args.single_family:g}")
     t0 = time.perf_counter()
     meta = build_corpus(corpus, args.clips, seed=0, min_s=args.min_s, max_s=args.max_s,
-                        music21_fraction=0.0, progress=True)
+                        music21_fraction=0.0, single_family_fraction=args.single_family,
+                        progress=True)
     result: dict = {"machine": f"{platform.processor() or platform.machine()}, "
                                f"{torch.get_num_threads()} threads",
                     "corpus": {"clips": args.clips, "min_s": args.min_s, "max_s": args.max_s,
+                               "single_family_fraction": args.single_family,
                                "render_s": time.perf_counter() - t0}}
     result["probe"] = run_probe(meta, list(ATTRIBUTES))
     print("\nLinear probe on spectral features (train -> valid+test clips):")
@@ -152,10 +160,10 @@ def main() -> int:
         ov = [f"data.train.closed.path={paths['closed_train']}",
               f"data.train.captions.path={paths['other_train']}",
               f"data.eval.closed.path={paths['closed_valid']}", f"output_dir={out / 'run'}",
-              "stages.align.steps=100", "stages.joint.steps=400", *args.overrides]
+              f"stages.joint.steps={args.steps}", *args.overrides]
         cfg = load_train_config(CONFIG, ov)
         t1 = time.perf_counter()
-        model_dir = train(cfg)
+        model_dir = train(cfg, overwrite=True)
         train_s = time.perf_counter() - t1
         model = MusicLLM.load(model_dir)
         items = closed_items(meta, split="test", max_clips=args.eval_clips)

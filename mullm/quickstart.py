@@ -123,7 +123,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", tiny: bool = False,
         ov.append(f"model.llm.name_or_path={llm}")
     cfg = load_train_config(CONFIG, ov + list(overrides or []))
     t1 = time.perf_counter()
-    model_dir = train(cfg)
+    model_dir = train(cfg, overwrite=True)  # OUT/run is the quickstart's own folder
     times["train_s"] = time.perf_counter() - t1
 
     _log("3/4 closed questions on held-out clips (and the same clips as noise)")

@@ -116,6 +116,23 @@ def test_accumulation_equals_bigger_batch(base: tuple[Path, dict]) -> None:
         assert x["labelled_tokens"] == y["labelled_tokens"]
 
 
+def test_a_new_run_never_mixes_with_an_old_one(base: tuple[Path, dict]) -> None:
+    """A second run into a used output_dir is refused, naming --resume and --overwrite;
+    with overwrite it starts clean (metrics from this run only, old checkpoints gone)."""
+    cfg = _cfg(base, "twice", **{"stages.main.steps": 4, "train.save_every": 2})
+    train(cfg)
+    run = Path(cfg["output_dir"])
+    before = read_metrics(run / "metrics.jsonl")
+    with pytest.raises(ConfigError, match=r"already holds a run .*--resume .*--overwrite"):
+        train(cfg)
+    assert read_metrics(run / "metrics.jsonl") == before
+    cfg["stages"]["main"]["steps"] = 3
+    train(cfg, overwrite=True)
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-000002",
+                                                                "checkpoint-000003"]
+
+
 def test_stage_that_trains_nothing_is_refused(base: tuple[Path, dict]) -> None:
     cfg = _cfg(base, "nothing")
     cfg["stages"] = {"main": {"trainable": ["injection.*"], "steps": 2}}

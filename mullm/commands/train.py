@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="training YAML (model, data, stages)")
     parser.add_argument("--resume", default=None,
                         help="a checkpoint folder, or a run folder (its latest checkpoint)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an earlier run in output_dir instead of refusing to start")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value",
                         help="dotted overrides, e.g. stages.main.steps=10 train.batch_size=4")
 
@@ -24,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
     from mullm.train.trainer import train
 
     try:
-        out = train(args.config, args.overrides, resume=args.resume)
+        out = train(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
     except MullmError as exc:
         print(f"mullm train: error: {exc}", file=sys.stderr)
         return 1

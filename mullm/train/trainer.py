@@ -151,10 +151,12 @@ class Trainer:
     """Holds the run's state; ``fit`` runs every stage from where the run stands."""
 
     def __init__(self, cfg: TrainConfig, resume: str | Path | None = None,
-                 model: Any = None) -> None:
+                 model: Any = None, overwrite: bool = False) -> None:
         self.cfg = cfg
-        self.dist = D.setup(cfg.train.distributed)
         self.run_dir = Path(cfg.output_dir)
+        if resume is None:
+            clear_previous_run(self.run_dir, overwrite)
+        self.dist = D.setup(cfg.train.distributed)
         self.main = self.dist.is_main
         torch.manual_seed(cfg.train.seed)
         self.fingerprint = resume_fingerprint(cfg)
@@ -496,7 +498,35 @@ class Trainer:
 
 
 def train(config: str | Path | TrainConfig | dict, overrides: list[str] | None = None,
-          resume: str | Path | None = None) -> Path:
+          resume: str | Path | None = None, overwrite: bool = False) -> Path:
     """Load a training config (path, data or TrainConfig), train it, return the model dir."""
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
-    return Trainer(cfg, resume=resume).fit()
+    return Trainer(cfg, resume=resume, overwrite=overwrite).fit()
+
+
+RUN_ARTIFACTS = ("metrics.jsonl", "samples.jsonl", "curves.png", "latest_checkpoint",
+                 "model", "tensorboard", "config.yaml")
+
+
+def clear_previous_run(run_dir: Path, overwrite: bool) -> None:
+    """Refuse (or, with ``overwrite``, delete) an earlier run's files in ``run_dir``.
+
+    A new run appending to an old ``metrics.jsonl`` and rotating old checkpoints would mix two
+    runs' curves and weights without a word.
+    """
+    import shutil
+
+    found = sorted(p.name for p in run_dir.glob("checkpoint-*")) + \
+        [n for n in ("metrics.jsonl", "model") if (run_dir / n).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"output_dir {run_dir} already holds a run ({', '.join(found[:4])}); continue it "
+            f"with --resume {run_dir}, choose another output_dir, or pass --overwrite to "
+            "delete it")
+    for p in list(run_dir.glob("checkpoint-*")) + [run_dir / n for n in RUN_ARTIFACTS]:
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
