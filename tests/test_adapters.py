@@ -230,6 +230,10 @@ def test_global_tokens_summarise_valid_frames_only() -> None:
     expected = ad.summary.net(stats).view(2, OUT_DIM)
     torch.testing.assert_close(tokens[0, :2], expected)
     assert torch.equal(token_mask[:, :2], torch.ones(2, 2, dtype=torch.bool))
+    constant = torch.ones(1, 6, IN_DIM, requires_grad=True)  # zero variance: silence
+    ad(constant, torch.ones(1, 6, dtype=torch.bool))[0].sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in ad.parameters() if p.grad is not None)
+    assert torch.isfinite(constant.grad).all()
 
 
 def test_negative_global_tokens_is_refused() -> None:

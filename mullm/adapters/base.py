@@ -86,7 +86,8 @@ class ClipSummary(nn.Module):
         count = w.sum(1).clamp(min=1.0)
         mean = (feats * w).sum(1) / count
         var = ((feats - mean[:, None]).pow(2) * w).sum(1) / count
-        stats = torch.cat([mean, var.clamp_min(0).sqrt()], -1)
+        # The epsilon keeps the gradient of sqrt finite for constant features (silence).
+        stats = torch.cat([mean, (var.clamp_min(0) + 1e-6).sqrt()], -1)
         return self.net(stats).view(feats.shape[0], self.num_tokens, self.out_dim)
 
 
