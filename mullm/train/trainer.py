@@ -525,8 +525,10 @@ def clear_previous_run(run_dir: Path, overwrite: bool) -> None:
             f"output_dir {run_dir} already holds a run ({', '.join(found[:4])}); continue it "
             f"with --resume {run_dir}, choose another output_dir, or pass --overwrite to "
             "delete it")
+    # Every process of a torchrun job gets here before the process group exists, so several
+    # may delete the same files at once: a file another rank removed first is not an error.
     for p in list(run_dir.glob("checkpoint-*")) + [run_dir / n for n in RUN_ARTIFACTS]:
         if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
