@@ -13,6 +13,7 @@ from mullm.adapters import ADAPTERS, Adapter, build_adapter
 from mullm.adapters.pooling import pool_group, temporal_pool
 from mullm.adapters.window_qformer import num_windows
 from mullm.config import AdapterConfig, from_dict, validate_adapter
+from mullm.errors import ConfigError
 
 IN_DIM, OUT_DIM, FRAME_RATE = 6, 10, 20.0
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs" / "adapters").glob("*.yaml"))
@@ -238,7 +239,7 @@ def test_global_tokens_summarise_valid_frames_only() -> None:
 
 def test_negative_global_tokens_is_refused() -> None:
     """global_tokens < 0 is named in the error."""
-    with pytest.raises(Exception, match="global_tokens"):
+    with pytest.raises(ConfigError, match="global_tokens"):
         validate_adapter(AdapterConfig(global_tokens=-1))
 
 

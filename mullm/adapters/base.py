@@ -82,10 +82,9 @@ class ClipSummary(nn.Module):
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, D) frames with mask (B, T) -> (B, num_tokens, out_dim)."""
-        w = mask.to(feats.dtype)[..., None]
-        count = w.sum(1).clamp(min=1.0)
-        mean = (feats * w).sum(1) / count
-        var = ((feats - mean[:, None]).pow(2) * w).sum(1) / count
+        mean = temporal_pool(feats, mask, "global", 1)[0]  # (B, 1, D), padding excluded
+        var = temporal_pool((feats - mean).pow(2), mask, "global", 1)[0]
+        mean, var = mean[:, 0], var[:, 0]
         # The epsilon keeps the gradient of sqrt finite for constant features (silence).
         stats = torch.cat([mean, (var.clamp_min(0) + 1e-6).sqrt()], -1)
         return self.net(stats).view(feats.shape[0], self.num_tokens, self.out_dim)

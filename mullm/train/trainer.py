@@ -16,6 +16,7 @@ import contextlib
 import fnmatch
 import json
 import math
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -514,8 +515,6 @@ def clear_previous_run(run_dir: Path, overwrite: bool) -> None:
     A new run appending to an old ``metrics.jsonl`` and rotating old checkpoints would mix two
     runs' curves and weights without a word.
     """
-    import shutil
-
     found = sorted(p.name for p in run_dir.glob("checkpoint-*")) + \
         [n for n in ("metrics.jsonl", "model") if (run_dir / n).exists()]
     if not found:
