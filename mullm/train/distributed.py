@@ -2,13 +2,19 @@
 
 DDP for models whose LLM fits one device, FSDP (``train.distributed=fsdp``) to shard a big
 LLM. NCCL on GPUs, gloo on CPUs (that is what the tests run). Rank 0 saves and logs.
+
+FSDP is torch's per-parameter FSDP (``fully_shard``, "FSDP2"): one unit per decoder layer plus
+the root, frozen and trainable parameters side by side. Unlike the older
+``FullyShardedDataParallel`` it runs on CPU with gloo, so the tests exercise the same code a
+GPU run uses. Sharding is in place and happens once; a later stage only flips
+``requires_grad``, which FSDP2 honours.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -59,48 +65,130 @@ def setup(mode: str = "auto") -> DistInfo:
 
 
 def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
-    """Wrap for gradient sync: DDP (frozen parameters are skipped) or FSDP."""
+    """Wrap for gradient sync: DDP (frozen parameters are skipped) or FSDP (in place).
+
+    After FSDP the model's parameters are new (sharded) objects: collect the ones to optimise
+    from the returned model, not from before the call.
+    """
     if not info.enabled:
         return model
     if info.mode == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-
-        from mullm.llm import decoder_layers
-
-        layer_cls = {type(layer) for layer in decoder_layers(model.llm)}
-        # use_orig_params lets frozen and trainable parameters share a flat shard.
-        return FSDP(model, auto_wrap_policy=ModuleWrapPolicy(layer_cls), use_orig_params=True,
-                    device_id=info.device if info.device.type == "cuda" else None)
+        return _fully_shard(model, info)
     ids = [info.device.index] if info.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
+def _fully_shard(model: nn.Module, info: DistInfo) -> nn.Module:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    from mullm.llm import decoder_layers
+
+    if isinstance(model, FSDPModule):
+        return model  # sharded by an earlier stage
+    mesh = init_device_mesh(info.device.type, (info.world_size,))
+    for layer in decoder_layers(model.llm):
+        fully_shard(layer, mesh=mesh)
+    # The root unit holds the rest: embeddings, head, final norm, encoders, adapters.
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True when ``model`` was sharded in place by FSDP."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
-    """The MusicLLM inside a DDP/FSDP wrapper."""
+    """The MusicLLM inside a DDP wrapper (FSDP shards in place: the model itself)."""
     return getattr(model, "module", model)
 
 
 @contextlib.contextmanager
 def no_sync(model: nn.Module, active: bool) -> Iterator[None]:
-    """Skip gradient all-reduce on accumulation micro-steps that are not the last."""
-    if active and hasattr(model, "no_sync"):
+    """Skip gradient sync on accumulation micro-steps that are not the last."""
+    if active and hasattr(model, "set_requires_gradient_sync"):  # FSDP
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    elif active and hasattr(model, "no_sync"):  # DDP
         with model.no_sync():
             yield
     else:
         yield
 
 
-@contextlib.contextmanager
-def full_params(model: nn.Module, info: DistInfo) -> Iterator[None]:
-    """Gather FSDP shards so that save_pretrained sees whole tensors (no-op for DDP)."""
-    if info.mode == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+def gather_state(model: nn.Module, keep: Callable[[str], bool], info: DistInfo
+                 ) -> dict[str, torch.Tensor] | None:
+    """Whole CPU copies of the ``state_dict()`` entries ``keep`` selects, on rank 0 (None
+    elsewhere). Under FSDP every rank must call it: each sharded entry is gathered in turn,
+    so only the selected tensors (trainable ones, in practice) are ever whole at once."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if not keep(key):
+            continue
+        if hasattr(value, "full_tensor"):
+            value = value.full_tensor()
+        if info.is_main:
+            out[key] = value.detach().cpu()
+    return out if info.is_main else None
 
-        with FSDP.summon_full_params(model, writeback=False, rank0_only=False):
+
+@contextlib.contextmanager
+def root_params(model: nn.Module, info: DistInfo) -> Iterator[None]:
+    """Gather the FSDP root unit (embeddings, head, adapters) for calls other than
+    ``forward``, such as ``generate``; decoder layers still gather themselves as they run."""
+    if info.mode == "fsdp" and is_sharded(model):
+        model.unshard()
+        try:
             yield
+        finally:
+            model.reshard()
     else:
         yield
+
+
+def scalar(value: torch.Tensor) -> float:
+    """A (possibly distributed) scalar tensor as a Python float."""
+    if hasattr(value, "full_tensor"):
+        value = value.full_tensor()
+    return float(value)
+
+
+def local_optimizer_state(state: dict) -> dict:
+    """An optimizer state_dict with FSDP shards as this rank's plain local tensors, so it
+    saves with torch.save and loads back with ``weights_only=True``."""
+    from torch.distributed.tensor import DTensor
+
+    per_param = {
+        idx: {k: v.to_local() if isinstance(v, DTensor) else v for k, v in st.items()}
+        for idx, st in state["state"].items()}
+    return {**state, "state": per_param}
+
+
+def distribute_optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """Inverse of :func:`local_optimizer_state` for this rank: wrap each saved local tensor
+    back into the shard layout of its (sharded) parameter."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    out = {}
+    for idx, st in state["state"].items():
+        p = params[int(idx)]
+        if not isinstance(p, DTensor):
+            out[idx] = st
+            continue
+        local_shape = p.to_local().shape
+        out[idx] = {
+            k: DTensor.from_local(v, p.device_mesh, p.placements, run_check=False,
+                                  shape=p.shape, stride=p.stride())
+            if torch.is_tensor(v) and k != "step" and v.shape == local_shape else v
+            for k, v in st.items()}
+    return {**state, "state": out}
 
 
 def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:

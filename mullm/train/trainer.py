@@ -170,8 +170,15 @@ class Trainer:
 
         from mullm.model import MusicLLM
 
+        if self.dist.mode == "fsdp" and cfg.model.llm.quantization != "none":
+            raise ConfigError(
+                f"train.distributed=fsdp with model.llm.quantization="
+                f"{cfg.model.llm.quantization!r}: a 4-bit base is not sharded by FSDP here; "
+                "use train.distributed=ddp (QLoRA already fits the base on one device)")
         self.model = model if model is not None else MusicLLM(cfg.model)
-        if cfg.model.llm.quantization == "none":
+        if self.dist.mode == "fsdp":
+            pass  # fully_shard moves each rank's shard to its device: never the whole model
+        elif cfg.model.llm.quantization == "none":
             self.model.to(self.dist.device)
         else:  # bitsandbytes placed the LLM; move only what mullm owns
             for name in ("encoders", "layer_selectors", "adapters", "injectors"):
@@ -241,10 +248,9 @@ class Trainer:
         if self.main:
             staging.mkdir(parents=True, exist_ok=True)
         D.barrier(self.dist)
-        with D.full_params(self.wrapped, self.dist):
-            if self.main:
-                self.model.save_pretrained(staging)
-        ckpt.save_rank_state(staging, self.dist.rank, optimizer, scheduler, scaler)
+        self._save_model(staging)
+        ckpt.save_rank_state(staging, self.dist.rank, D.local_optimizer_state(
+            optimizer.state_dict()), scheduler, scaler)
         D.barrier(self.dist)
         path = ckpt.tmp_dir(self.run_dir, self.global_step).with_suffix("")
         if self.main:
@@ -258,11 +264,22 @@ class Trainer:
         self.last_checkpoint = self.run_dir / ckpt.checkpoint_name(self.global_step)
         return path
 
+    def _save_model(self, out_dir: Path) -> None:
+        """save_pretrained on rank 0; under FSDP every rank first helps gather the shards."""
+        if self.dist.mode == "fsdp":
+            state = D.gather_state(self.model, self.model.saved_state_key, self.dist)
+            if self.main:
+                self.model.save_pretrained(out_dir, state_dict=state)
+        elif self.main:
+            self.model.save_pretrained(out_dir)
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Eval loss on the first ``eval_batches`` eval batches plus a few generations."""
-        if self.eval_data is None or not self.main:
+        # Under FSDP every rank must run the same forwards (each one gathers shards), so all
+        # ranks evaluate and only rank 0 records; under DDP rank 0 evaluates alone.
+        if self.eval_data is None or (not self.main and self.dist.mode != "fsdp"):
             return {}
         model = self.model
         was = model.training
@@ -283,8 +300,9 @@ class Trainer:
                 item = self.eval_data[i]
                 msgs = item["messages"]
                 last = max(j for j, m in enumerate(msgs) if m["role"] == "assistant")
-                reply = model.generate([msgs[:last]], [item["media"]],
-                                       max_new_tokens=t.eval_max_new_tokens)[0]
+                with D.root_params(model, self.dist):
+                    reply = model.generate([msgs[:last]], [item["media"]],
+                                           max_new_tokens=t.eval_max_new_tokens)[0]
                 samples.append({"id": item["id"], "prompt": msgs[last - 1]["content"],
                                 "reference": msgs[last]["content"], "generated": reply})
         finally:
@@ -293,7 +311,7 @@ class Trainer:
         return result
 
     def _log_eval(self, result: dict[str, Any], stage: str) -> None:
-        if not result:
+        if not result or not self.main:
             return
         rec = {"kind": "eval", "step": self.global_step, "stage": stage,
                "eval_loss": result["eval_loss"]}
@@ -328,6 +346,8 @@ class Trainer:
                     print(f"[mullm] stage {name!r}: training {sorted(chosen)} "
                           f"({n_train:,} parameters) for {stage.steps} steps", file=sys.stderr)
                 self.wrapped = D.wrap(self.model, self.dist)
+                if self.wrapped is self.model:  # FSDP replaced the parameters in place
+                    chosen = select_groups(self.model.trainable_groups(), stage.trainable, name)
                 optimizer = build_optimizer(chosen, stage)
                 scheduler = torch.optim.lr_scheduler.LambdaLR(
                     optimizer, lambda s, st=stage: warmup_cosine(s, st.warmup_steps, st.steps,
@@ -337,7 +357,8 @@ class Trainer:
                 if rs is not None and si == rs["stage_index"]:
                     stage_step, position = int(rs["stage_step"]), int(rs["data_position"])
                     opt_state, rng = ckpt.load_rank_state(self.resume_from, self.dist.rank)
-                    optimizer.load_state_dict(opt_state["optimizer"])
+                    optimizer.load_state_dict(
+                        D.distribute_optimizer_state(opt_state["optimizer"], optimizer))
                     scheduler.load_state_dict(opt_state["scheduler"])
                     if scaler is not None and "scaler" in opt_state:
                         scaler.load_state_dict(opt_state["scaler"])
@@ -352,9 +373,9 @@ class Trainer:
                 if stopped is None:
                     return self.last_checkpoint or self.run_dir
                 steps_this_process = stopped
+            self._save_model(self.run_dir / "model")
             if self.main:
-                final = self.model.save_pretrained(self.run_dir / "model")
-                print(f"[mullm] done: model in {final}, metrics in "
+                print(f"[mullm] done: model in {self.run_dir / 'model'}, metrics in "
                       f"{self.run_dir / 'metrics.jsonl'}", file=sys.stderr)
             self._plot()
             return self.run_dir / "model"
@@ -402,12 +423,16 @@ class Trainer:
                 for i, b in enumerate(micro):
                     last = i == len(micro) - 1
                     with D.no_sync(model, self.dist.enabled and not last), self.autocast():
-                        if _count_labels(b) == 0:
-                            # No labelled token here (all cut by truncation): contribute a
-                            # zero that still touches every trainable parameter for DDP.
-                            out_loss = sum((p.sum() * 0.0 for p in model.parameters()
-                                            if p.requires_grad), torch.zeros(()))
-                            part = out_loss
+                        if _count_labels(b) == 0 and self.dist.mode == "fsdp":
+                            # No labelled token here (all cut by truncation). FSDP ranks
+                            # must still run the same forward and backward (each layer
+                            # gathers and reduces shards collectively): a zero through it all.
+                            out = model(**_move(b, self.dist.device), return_logits=True)
+                            part = out["logits"].sum().float() * 0.0
+                        elif _count_labels(b) == 0:
+                            # The same for DDP: a zero that touches every trainable parameter.
+                            part = sum((p.sum() * 0.0 for p in model.parameters()
+                                        if p.requires_grad), torch.zeros(()))
                         else:
                             out = model(**_move(b, self.dist.device))
                             part = out["loss"].float() * out["num_tokens"]
@@ -423,10 +448,11 @@ class Trainer:
                     scaler.unscale_(optimizer)
                 params = [p for g in optimizer.param_groups for p in g["params"]]
                 if t.max_grad_norm is not None:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
+                    grad_norm = D.scalar(torch.nn.utils.clip_grad_norm_(params,
+                                                                          t.max_grad_norm))
                 else:
-                    grad_norm = float(torch.norm(torch.stack(
-                        [p.grad.detach().float().norm() for p in params if p.grad is not None])))
+                    grad_norm = D.scalar(torch.nn.utils.get_total_norm(
+                        [p.grad for p in params if p.grad is not None]))
                 if not math.isfinite(grad_norm) and scaler is None:
                     raise TrainingError(self._nan_message("gradient norm", grad_norm, micro,
                                                           name))
