@@ -346,7 +346,7 @@ class Trainer:
                     print(f"[mullm] stage {name!r}: training {sorted(chosen)} "
                           f"({n_train:,} parameters) for {stage.steps} steps", file=sys.stderr)
                 self.wrapped = D.wrap(self.model, self.dist)
-                if self.wrapped is self.model:  # FSDP replaced the parameters in place
+                if self.wrapped is self.model:  # FSDP (in place) made new parameter objects
                     chosen = select_groups(self.model.trainable_groups(), stage.trainable, name)
                 optimizer = build_optimizer(chosen, stage)
                 scheduler = torch.optim.lr_scheduler.LambdaLR(
