@@ -70,12 +70,13 @@ def test_closed_questions() -> None:
 
 def test_pack_by_clip_keeps_every_answer_once(corpus: tuple[Path, list[dict]],
                                               tmp_path: Path) -> None:
-    """Packing gives one conversation per clip holding each of its closed Q/A pairs once,
-    the audio marker only in the first question, and a seeded order; it round-trips."""
+    """Packing (with no pair kept apart) gives one conversation per clip holding each of its
+    closed Q/A pairs once, the audio marker only in the first question, and a seeded order;
+    it round-trips."""
     d, rows = corpus
     convs = [c for c in template_conversations(rows, meta_dir=d, out_dir=tmp_path, per_clip=0)
              if c.meta["template"] == "closed"]
-    packed = pack_by_clip(convs, seed=3)
+    packed = pack_by_clip(convs, seed=3, apart=())
     assert len(packed) == len(rows)
     for p in packed:
         singles = [c for c in convs if c.audio == p.audio]
@@ -86,8 +87,8 @@ def test_pack_by_clip_keeps_every_answer_once(corpus: tuple[Path, list[dict]],
         markers = [t["content"].count("<audio>") for t in p.turns if t["role"] == "user"]
         assert markers[0] == 1 and sum(markers) == 1 and p.split == singles[0].split
         assert sorted(p.meta["packed"]) == sorted(c.id for c in singles)
-    orders = {tuple(p.meta["packed"]) for p in pack_by_clip(convs, seed=4)}
-    assert [tuple(p.meta["packed"]) for p in pack_by_clip(convs, seed=3)] == \
+    orders = {tuple(p.meta["packed"]) for p in pack_by_clip(convs, seed=4, apart=())}
+    assert [tuple(p.meta["packed"]) for p in pack_by_clip(convs, seed=3, apart=())] == \
         [tuple(p.meta["packed"]) for p in packed]
     assert orders != {tuple(p.meta["packed"]) for p in packed}
     write_conversations(tmp_path / "packed.jsonl", packed)
@@ -95,6 +96,32 @@ def test_pack_by_clip_keeps_every_answer_once(corpus: tuple[Path, list[dict]],
     assert [b.turns for b in back] == [p.turns for p in packed]
     with pytest.raises(ValueError, match="single-question"):
         pack_by_clip(packed)
+
+
+def test_pack_by_clip_keeps_revealing_questions_apart(corpus: tuple[Path, list[dict]],
+                                                       tmp_path: Path) -> None:
+    """By default a key question ("A minor") never shares a conversation with the mode
+    question it answers; every Q/A pair is still kept exactly once per clip."""
+    d, rows = corpus
+    convs = [c for c in template_conversations(rows, meta_dir=d, out_dir=tmp_path, per_clip=0)
+             if c.meta["template"] == "closed"]
+    packed = pack_by_clip(convs, seed=1)
+    attrs = {c.id: c.meta["attribute"] for c in convs}
+    both = 0
+    for row in rows:
+        mine = [p for p in packed if p.meta["clip"] == row["id"]]
+        kept = sorted(i for p in mine for i in p.meta["packed"])
+        assert kept == sorted(c.id for c in convs if c.meta["clip"] == row["id"])
+        for p in mine:
+            assert not {"key", "mode"} <= {attrs[i] for i in p.meta["packed"]}, p.meta
+            assert p.turns[0]["content"].startswith("<audio>")
+        has = {attrs[i] for i in kept}
+        if {"key", "mode"} <= has:
+            both += 1
+            assert len(mine) == 2 and len({p.id for p in mine}) == 2
+        else:
+            assert len(mine) == 1
+    assert both > 0  # the corpus exercises the split
 
 
 def test_instrument_phrase() -> None:

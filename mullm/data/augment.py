@@ -452,15 +452,26 @@ def template_conversations(rows: Sequence[dict], *, meta_dir: str | os.PathLike,
     return out
 
 
-def pack_by_clip(convs: Sequence[Conversation], seed: int = 0) -> list[Conversation]:
-    """One multi-turn conversation per clip from single-question, single-clip conversations.
+# Closed questions whose answers give each other away: a key answer ("A minor") names the
+# mode. Packed into one conversation, the later question is answered from the earlier answer
+# in the context instead of from the audio, and at evaluation (one question) that context is
+# gone. pack_by_clip keeps such questions in separate conversations.
+REVEALING_PAIRS: tuple[tuple[str, str], ...] = (("key", "mode"),)
+
+
+def pack_by_clip(convs: Sequence[Conversation], seed: int = 0,
+                 apart: Sequence[tuple[str, str]] = REVEALING_PAIRS) -> list[Conversation]:
+    """Multi-turn conversations per clip from single-question, single-clip conversations.
 
     The questions of a clip are asked one after another in a seeded random order, the
     ``<audio>`` marker only in the first. Every answer is still a labelled turn, but the
     system prompt and the clip's audio tokens are paid for once per clip instead of once
-    per question, and a batch carries several answers per clip.
+    per question, and a batch carries several answers per clip. Two questions whose
+    ``meta["attribute"]`` form a pair in ``apart`` never share a conversation (a clip then
+    gets two or more), so no answer can be read off an earlier one.
     """
     rng = np.random.default_rng(seed)
+    clash = {frozenset(pair) for pair in apart}
     groups: dict[tuple, list[Conversation]] = {}
     for c in convs:
         if len(c.audio) != 1 or len(c.turns) != 2:
@@ -469,18 +480,29 @@ def pack_by_clip(convs: Sequence[Conversation], seed: int = 0) -> list[Conversat
         groups.setdefault((str(c.audio[0]), c.split), []).append(c)
     out = []
     for (_, split), group in groups.items():
-        order = rng.permutation(len(group))
-        turns: list[dict] = []
-        for i, k in enumerate(order):
-            user, answer = group[int(k)].turns
-            text = user["content"].replace("<audio>\n", "").replace("<audio>", "").strip()
-            turns += [{"role": "user", "content": ("<audio>\n" if i == 0 else "") + text},
-                      dict(answer)]
+        buckets: list[list[Conversation]] = []
+        for k in rng.permutation(len(group)):
+            conv = group[int(k)]
+            attr = (conv.meta or {}).get("attribute")
+            for bucket in buckets:
+                if all(frozenset((attr, (o.meta or {}).get("attribute"))) not in clash
+                       for o in bucket):
+                    bucket.append(conv)
+                    break
+            else:
+                buckets.append([conv])
         first = group[0]
         clip = (first.meta or {}).get("clip", first.id)
-        out.append(Conversation(
-            id=f"{clip}-packed", turns=turns, task=first.task, audio=list(first.audio),
-            split=split, source=first.source, base_dir=first.base_dir,
-            meta={"clip": clip, "template": "packed",
-                  "packed": [group[int(k)].id for k in order]}))
+        for j, bucket in enumerate(buckets):
+            turns: list[dict] = []
+            for i, conv in enumerate(bucket):
+                user, answer = conv.turns
+                text = user["content"].replace("<audio>\n", "").replace("<audio>", "").strip()
+                turns += [{"role": "user", "content": ("<audio>\n" if i == 0 else "") + text},
+                          dict(answer)]
+            out.append(Conversation(
+                id=f"{clip}-packed" + (f"-{j + 1}" if j else ""), turns=turns, task=first.task,
+                audio=list(first.audio), split=split, source=first.source,
+                base_dir=first.base_dir,
+                meta={"clip": clip, "template": "packed", "packed": [c.id for c in bucket]}))
     return out
