@@ -40,8 +40,10 @@ def prepare_data(corpus_meta: Path, data_dir: Path, per_clip: int, seed: int = 0
                  ) -> dict[str, Path]:
     """Template conversations from the corpus: closed questions and short free answers.
 
-    Training clips get their closed questions packed into one multi-turn conversation each
-    (``pack_by_clip``); the validation questions stay one per conversation, as scored.
+    Training clips get their closed questions packed into multi-turn conversations
+    (``pack_by_clip``: one per clip, a second one for the mode question when the key question
+    would give its answer away); the validation questions stay one per conversation, as
+    scored.
     """
     from mullm.data.augment import pack_by_clip, template_conversations
     from mullm.data.corpus import read_metadata
