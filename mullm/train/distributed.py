@@ -182,10 +182,12 @@ def distribute_optimizer_state(state: dict, optimizer: torch.optim.Optimizer) ->
         if not isinstance(p, DTensor):
             out[idx] = st
             continue
-        local_shape = p.to_local().shape
+        local = p.to_local()
+        local_shape = local.shape
+        # Checkpoints load onto the CPU; the shard lives where its parameter does.
         out[idx] = {
-            k: DTensor.from_local(v, p.device_mesh, p.placements, run_check=False,
-                                  shape=p.shape, stride=p.stride())
+            k: DTensor.from_local(v.to(local.device), p.device_mesh, p.placements,
+                                  run_check=False, shape=p.shape, stride=p.stride())
             if torch.is_tensor(v) and k != "step" and v.shape == local_shape else v
             for k, v in st.items()}
     return {**state, "state": out}
