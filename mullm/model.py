@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -334,22 +335,26 @@ class MusicLLM(nn.Module):
             return inp, None
         return inp, names[id(out_emb)] + ".weight"
 
-    def saved_state_key(self, key: str) -> bool:
-        """True for the entries of ``state_dict()`` that ``save_pretrained`` writes."""
-        if key.split(".", 1)[0] in self._OWN_PREFIXES:
-            return True
-        if self.config.llm.policy == "full":
-            return key.startswith("llm.")
-        if self.config.llm.policy == "lora" and "lora_" in key:
-            return True
-        return bool(self.added_token_ids) and key in self._embedding_keys()
+    def saved_state_filter(self) -> Callable[[str], bool]:
+        """A test for the entries of ``state_dict()`` that ``save_pretrained`` writes."""
+        policy = self.config.llm.policy
+        embeddings = set(self._embedding_keys()) if self.added_token_ids else set()
+
+        def keep(key: str) -> bool:
+            if key.split(".", 1)[0] in self._OWN_PREFIXES:
+                return True
+            if policy == "full":
+                return key.startswith("llm.")
+            return (policy == "lora" and "lora_" in key) or key in embeddings
+
+        return keep
 
     def trainable_state_dict(self, full: dict[str, torch.Tensor] | None = None
                              ) -> dict[str, torch.Tensor]:
         """Every tensor this model owns besides the base LLM, the frozen encoders and LoRA.
 
         ``full`` is this model's state dict with whole tensors (at least the entries
-        ``saved_state_key`` selects), e.g. gathered from FSDP shards; default: our own.
+        ``saved_state_filter`` selects), e.g. gathered from FSDP shards; default: our own.
         """
         if full is None:
             full = self.state_dict()
@@ -368,7 +373,7 @@ class MusicLLM(nn.Module):
                         state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write a model directory: config.yaml, trainable.safetensors, lora/, tokenizer/,
         mullm.json. ``state_dict`` supplies whole tensors when the model itself holds shards
-        (FSDP); it needs the entries ``saved_state_key`` selects."""
+        (FSDP); it needs the entries ``saved_state_filter`` selects."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(self.config), sort_keys=False))

@@ -80,11 +80,11 @@ def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
 
 def _fully_shard(model: nn.Module, info: DistInfo) -> nn.Module:
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+    from torch.distributed.fsdp import fully_shard
 
     from mullm.llm import decoder_layers
 
-    if isinstance(model, FSDPModule):
+    if is_sharded(model):
         return model  # sharded by an earlier stage
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     for layer in decoder_layers(model.llm):
@@ -99,11 +99,6 @@ def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The MusicLLM inside a DDP wrapper (FSDP shards in place: the model itself)."""
-    return getattr(model, "module", model)
 
 
 @contextlib.contextmanager

@@ -176,13 +176,11 @@ class Trainer:
                 f"{cfg.model.llm.quantization!r}: a 4-bit base is not sharded by FSDP here; "
                 "use train.distributed=ddp (QLoRA already fits the base on one device)")
         self.model = model if model is not None else MusicLLM(cfg.model)
-        if self.dist.mode == "fsdp":
-            pass  # fully_shard moves each rank's shard to its device: never the whole model
-        elif cfg.model.llm.quantization == "none":
-            self.model.to(self.dist.device)
-        else:  # bitsandbytes placed the LLM; move only what mullm owns
+        if cfg.model.llm.quantization != "none":  # bitsandbytes placed the LLM
             for name in ("encoders", "layer_selectors", "adapters", "injectors"):
                 getattr(self.model, name).to(self.dist.device)
+        elif self.dist.mode != "fsdp":  # fully_shard places each rank's shard itself
+            self.model.to(self.dist.device)
         self.groups = self.model.trainable_groups()
         # Check every stage's selection before any data is read or step is taken.
         for name, st in cfg.stages.items():
@@ -267,7 +265,7 @@ class Trainer:
     def _save_model(self, out_dir: Path) -> None:
         """save_pretrained on rank 0; under FSDP every rank first helps gather the shards."""
         if self.dist.mode == "fsdp":
-            state = D.gather_state(self.model, self.model.saved_state_key, self.dist)
+            state = D.gather_state(self.model, self.model.saved_state_filter(), self.dist)
             if self.main:
                 self.model.save_pretrained(out_dir, state_dict=state)
         elif self.main:
@@ -422,14 +420,15 @@ class Trainer:
                 loss_sum = torch.zeros((), dtype=torch.float64)
                 for i, b in enumerate(micro):
                     last = i == len(micro) - 1
+                    labelled = _count_labels(b)
                     with D.no_sync(model, self.dist.enabled and not last), self.autocast():
-                        if _count_labels(b) == 0 and self.dist.mode == "fsdp":
+                        if labelled == 0 and self.dist.mode == "fsdp":
                             # No labelled token here (all cut by truncation). FSDP ranks
                             # must still run the same forward and backward (each layer
                             # gathers and reduces shards collectively): a zero through it all.
                             out = model(**_move(b, self.dist.device), return_logits=True)
                             part = out["logits"].sum().float() * 0.0
-                        elif _count_labels(b) == 0:
+                        elif labelled == 0:
                             # The same for DDP: a zero that touches every trainable parameter.
                             part = sum((p.sum() * 0.0 for p in model.parameters()
                                         if p.requires_grad), torch.zeros(()))
