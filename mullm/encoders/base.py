@@ -9,13 +9,13 @@ side, so the learned weights of MU-LLaMA are saved with the adapter.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mullm.config import EncoderConfig
+from mullm.encoders.frames import FrameSpec, count_frames
 from mullm.errors import ConfigError
 
 
@@ -49,10 +49,16 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
 
+    def frame_spec(self) -> FrameSpec:
+        """This encoder's frame arithmetic as data (``mullm.encoders.frames``); the processor
+        stores it to size placeholders without the encoder. Default: the ``rate`` rule."""
+        return {"rule": "rate", "frame_rate": float(self.frame_rate),
+                "sample_rate": float(self.sample_rate)}
+
     def num_frames(self, num_samples: int) -> int:
         """Output frames for an input of ``num_samples`` samples (exact, used to size
-        placeholders before encoding)."""
-        return max(1, math.ceil(num_samples * self.frame_rate / self.sample_rate))
+        placeholders before encoding): ``count_frames(self.frame_spec(), num_samples)``."""
+        return count_frames(self.frame_spec(), num_samples)
 
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """Encode a padded batch; subclasses implement this."""

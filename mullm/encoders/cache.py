@@ -589,9 +589,9 @@ class CachedEncoder(Encoder):
         self.hits = 0
         self.misses = 0
 
-    def num_frames(self, num_samples: int) -> int:
+    def frame_spec(self) -> dict:
         """Same as the wrapped encoder."""
-        return self.encoder.num_frames(num_samples)
+        return self.encoder.frame_spec()
 
     def fingerprint(self) -> dict:
         """The wrapped encoder's fingerprint."""

@@ -65,12 +65,6 @@ def _repeatpad(wave: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(wave.repeat(reps), (0, size - n * reps))
 
 
-def _frames_for(n: int, window: int, per_window: int) -> int:
-    """Exact frame count for ``n`` samples: whole windows plus the covered part of the last."""
-    full, rem = divmod(n, window)
-    return max(1, full * per_window + (-(-rem * per_window // window) if rem else 0))
-
-
 class _ClapBase(Encoder):
     """What both CLAP flavours share: windowing, frame masks, pooled embeddings."""
 
@@ -103,10 +97,11 @@ class _ClapBase(Encoder):
         """Stay in eval mode: the encoder is frozen, and HTSAT augments spectra in training."""
         return super().train(False)
 
-    def num_frames(self, num_samples: int) -> int:
-        """Exact frames for ``num_samples`` (integer arithmetic: 3.2 Hz is not exact in float)."""
+    def frame_spec(self) -> dict:
+        """Whole windows plus the covered part of the last (integer arithmetic: 3.2 Hz is not
+        exact in float)."""
         per_window = 1 if self.output == "pooled" else self.frames_per_window
-        return _frames_for(int(num_samples), self.window, per_window)
+        return {"rule": "windows", "window": int(self.window), "per_window": int(per_window)}
 
     def _run_windows(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode full-length windows: (N, T, frame_dim) frames and (N, embed_dim) embeddings."""

@@ -213,9 +213,9 @@ class JukeboxEncoder(Encoder):
         """Prior tokens kept for a clip (LLark: floor(samples / 128), at least one)."""
         return max(1, int(num_samples) // self.hop)
 
-    def num_frames(self, num_samples: int) -> int:
-        """Pooled frames: whole pooling windows (LLark's floor mode), at least one."""
-        return max(1, self.num_tokens(num_samples) // self.pool_frames)
+    def frame_spec(self) -> dict:
+        """Pooled frames: whole pooling windows of prior tokens (LLark's floor mode)."""
+        return {"rule": "floor", "hop": int(self.hop), "pool": int(self.pool_frames)}
 
     def _conditioning(self, dtype: torch.dtype, device: torch.device
                       ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,7 @@ import torch
 
 from mullm.config import EncoderConfig
 from mullm.encoders.base import Encoder, EncoderOutput, frame_mask
+from mullm.encoders.frames import conv_output_length, receptive_field
 from mullm.errors import ConfigError, ModelLoadError
 
 # config.json keys that belong to the hub's remote-code wrapper, not to HuBERT.
@@ -98,23 +99,6 @@ def hubert_config_from_mert(data: dict[str, Any], where: str = "config.json") ->
             )
     clean = {k: v for k, v in data.items() if k not in _DROP_KEYS}
     return HubertConfig(**clean)
-
-
-def conv_output_length(n: int, kernels: list[int], strides: list[int]) -> int:
-    """Frames the HuBERT conv feature extractor makes from ``n`` samples (0 if too short)."""
-    for k, s in zip(kernels, strides, strict=True):
-        if n < k:
-            return 0
-        n = (n - k) // s + 1
-    return n
-
-
-def receptive_field(kernels: list[int], strides: list[int]) -> int:
-    """Fewest samples that give one output frame."""
-    n = 1
-    for k, s in reversed(list(zip(kernels, strides, strict=True))):
-        n = (n - 1) * s + k
-    return n
 
 
 class MERTEncoder(Encoder):
@@ -226,9 +210,10 @@ class MERTEncoder(Encoder):
             return [(0, n)]
         return [(s, min(s + self.window, n)) for s in range(0, n, self.window)]
 
-    def num_frames(self, num_samples: int) -> int:
-        """Exact conv-stack frame count (per window when windowed), at least 1."""
-        return sum(self._frames_one(b - a) for a, b in self._chunks(num_samples))
+    def frame_spec(self) -> dict:
+        """The conv stack's exact frame count (per window when windowed)."""
+        return {"rule": "conv", "kernels": list(self.kernels), "strides": list(self.strides),
+                "min_samples": int(self.min_samples), "window": self.window}
 
     def fingerprint(self) -> dict:
         """Base fingerprint plus a hash of the loaded weights and the input settings."""

@@ -177,9 +177,9 @@ class SpectralEncoder(Encoder):
         self.requires_grad_(False)
         self.eval()
 
-    def num_frames(self, num_samples: int) -> int:
-        """ceil(num_samples / hop), at least 1."""
-        return max(1, math.ceil(num_samples / self.hop))
+    def frame_spec(self) -> dict:
+        """ceil(num_samples / hop) frames, at least 1."""
+        return {"rule": "hop", "hop": int(self.hop)}
 
     def fingerprint(self) -> dict:
         """Name, rates, sizes and every option (n_mels, n_fft, ...)."""

@@ -59,9 +59,9 @@ class _ImageEncoderBase(Encoder):
         self.num_layers = int(num_layers)
         self.hidden_size = int(hidden)
 
-    def num_frames(self, num_samples: int) -> int:
+    def frame_spec(self) -> dict:
         """Tokens for ``num_samples`` images (always 1 per batch row) or one video clip."""
-        return self.tokens * max(1, int(num_samples) // int(self.sample_rate))
+        return {"rule": "per_item", "tokens": int(self.tokens), "per": int(self.sample_rate)}
 
     def load(self, paths: Sequence[str | os.PathLike]) -> tuple[torch.Tensor, torch.Tensor]:
         """Open, validate and preprocess image files into an encoder batch."""
