@@ -589,15 +589,15 @@ class Captioner:
         batch_seed = None if seed is None else seed + 1_000_003 * self._batches
         self._batches += 1
         try:
-            return list(self.model.generate(conversations, media, seed=batch_seed, **kw))
+            return list(self.model.generate_text(conversations, media, seed=batch_seed, **kw))
         except Exception as exc:  # noqa: BLE001 - isolated below, never swallowed
             if len(conversations) == 1:
                 return [exc]
         out: list[str | BaseException] = []
         for i, conv in enumerate(conversations):
             try:
-                out.extend(self.model.generate([conv], None if media is None else [media[i]],
-                                               seed=batch_seed, **kw))
+                out.extend(self.model.generate_text(
+                    [conv], None if media is None else [media[i]], seed=batch_seed, **kw))
             except Exception as exc:  # noqa: BLE001 - becomes this item's error record
                 out.append(exc)
         return out

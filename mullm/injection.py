@@ -2,9 +2,17 @@
 (Flamingo) and gated per-layer prefixes (LLaMA-Adapter, MU-LLaMA, M2UGen).
 
 Both attach to the LLM through forward hooks, so the LLM's own modules, state dict and
-peft targets are untouched, and both read the current batch's media tokens from a
-``MediaState`` that the model fills once at prefill: during ``generate`` the encoders and
+peft targets are untouched, and both read the current call's media tokens from a
+``MediaState`` that the model computes once at prefill: during ``generate`` the encoders and
 adapters never run again, each new token only attends to the stored tokens.
+
+The state is scoped to a call, never stored on a module: ``injection_scope`` puts
+{injector: MediaState} in a ``contextvars.ContextVar`` for the duration of a ``with`` block, so
+two threads generating on one model (the demo) each see only their own media, and nothing is
+left behind when a call ends or fails. Activation checkpointing recomputes layers during
+backward, after the block has ended (and on CUDA in another thread): ``checkpoint_context``
+is passed to ``torch.utils.checkpoint`` as its ``context_fn`` so the recomputation sees the
+same state as the forward pass did.
 
 Gates are zero-initialised: tanh(0) = 0, so a freshly built model gives exactly the LLM's
 own logits.
@@ -12,7 +20,10 @@ own logits.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -20,13 +31,21 @@ from torch import nn
 
 from mullm.errors import ConfigError
 
+_ACTIVE: contextvars.ContextVar[dict[int, MediaState] | None] = contextvars.ContextVar(
+    "mullm_injection_state", default=None)
+
 
 @dataclass
 class MediaState:
-    """Per-sample media tokens (B, M, D) with mask (B, M); rows with no media are all False."""
+    """Per-sample media tokens (B, M, D) with mask (B, M); rows with no media are all False.
+
+    ``used`` is set by the first hook that reads it, so the model can tell an injection that
+    never reached the LLM's layers from one that did.
+    """
 
     tokens: torch.Tensor
     mask: torch.Tensor
+    used: bool = False
 
     def expand_to(self, batch: int) -> MediaState:
         """Repeat rows to match a batch that generate() expanded (beam search, sampling)."""
@@ -38,6 +57,43 @@ class MediaState:
             )
         k = batch // self.tokens.shape[0]
         return MediaState(self.tokens.repeat_interleave(k, 0), self.mask.repeat_interleave(k, 0))
+
+
+@contextlib.contextmanager
+def injection_scope(states: dict[nn.Module, MediaState]) -> Iterator[None]:
+    """Make ``states`` ({injector: its media for this call}) visible to the injectors' hooks
+    in this thread (and context) until the block ends."""
+    token = _ACTIVE.set({id(inj): st for inj, st in states.items()})
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def current_state(injector: nn.Module) -> MediaState | None:
+    """The media ``injector`` should use now, or None (text only, or outside a call)."""
+    active = _ACTIVE.get()
+    state = None if active is None else active.get(id(injector))
+    if state is not None:
+        state.used = True
+    return state
+
+
+def checkpoint_context() -> tuple[contextlib.AbstractContextManager,
+                                  contextlib.AbstractContextManager]:
+    """``context_fn`` for non-reentrant ``torch.utils.checkpoint``: the recomputation during
+    backward runs with the injection state that was active in the forward pass."""
+    saved = _ACTIVE.get()
+
+    @contextlib.contextmanager
+    def restore() -> Iterator[None]:
+        token = _ACTIVE.set(saved)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+
+    return contextlib.nullcontext(), restore()
 
 
 def _hidden_from_args(args: tuple, kwargs: dict) -> tuple[torch.Tensor, bool]:
@@ -83,7 +139,6 @@ class CrossAttentionInjector(nn.Module):
         super().__init__()
         self.layer_ids = list(layers)
         self.blocks = nn.ModuleDict({str(i): GatedCrossAttention(dim, num_heads) for i in layers})
-        self.state: MediaState | None = None
 
     def attach(self, decoder_layers: nn.ModuleList) -> list:
         """Register pre-hooks on the chosen decoder layers; returns the hook handles."""
@@ -92,10 +147,11 @@ class CrossAttentionInjector(nn.Module):
             block = self.blocks[str(i)]
 
             def hook(module: nn.Module, args: tuple, kwargs: dict, block=block):  # noqa: ANN202
-                if self.state is None:
+                state = current_state(self)
+                if state is None:
                     return None
                 h, positional = _hidden_from_args(args, kwargs)
-                h = block(h, self.state.expand_to(h.shape[0]))
+                h = block(h, state.expand_to(h.shape[0]))
                 if positional:
                     return (h, *args[1:]), kwargs
                 kwargs = dict(kwargs, hidden_states=h)
@@ -125,13 +181,12 @@ class PrefixInjector(nn.Module):
         self.prefix = nn.Parameter(torch.randn(len(layers), prefix_len, dim) * 0.02)
         self.gate = nn.Parameter(torch.zeros(len(layers), num_heads))
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.state: MediaState | None = None
 
-    def _delta(self, j: int, attn: nn.Module, h: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    def queries(self, attn: nn.Module, h: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """The attention's own queries (B, heads, S, head_dim) for input ``h`` (B, S, D): its
+        q_proj, q_norm (Qwen3, Gemma) and rotary embedding, as the LLM computes them."""
         B, S, _ = h.shape
-        state = self.state.expand_to(B)
-        hd = self.head_dim
-        q = attn.q_proj(h).view(B, S, -1, hd)
+        q = attn.q_proj(h).view(B, S, -1, self.head_dim)
         if hasattr(attn, "q_norm"):
             q = attn.q_norm(q)
         q = q.transpose(1, 2)
@@ -139,6 +194,14 @@ class PrefixInjector(nn.Module):
         if pos is not None:
             cos, sin = pos
             q = q * cos.unsqueeze(1) + _rotate_half(q) * sin.unsqueeze(1)
+        return q
+
+    def _delta(self, j: int, attn: nn.Module, h: torch.Tensor, kwargs: dict,
+               state: MediaState) -> torch.Tensor:
+        B, S, _ = h.shape
+        state = state.expand_to(B)
+        hd = self.head_dim
+        q = self.queries(attn, h, kwargs)
         # One media token is broadcast over the prefix (MU-LLaMA); P tokens are added 1:1.
         media = state.tokens.to(h.dtype)
         kv_in = self.prefix[j].to(h.dtype)[None] + media
@@ -159,18 +222,39 @@ class PrefixInjector(nn.Module):
         delta = o(out) - o(torch.zeros_like(out[:, :1]))
         return delta * state.mask.any(1).to(h.dtype)[:, None, None]
 
+    def check_attention(self, attn: nn.Module, layer: int) -> None:
+        """Refuse, at build time, an attention module the prefix cannot use: it needs separate
+        ``q_proj``, ``k_proj``, ``v_proj`` and ``o_proj`` linear layers (Llama, Qwen2, Mistral,
+        Gemma); fused projections (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``) are not supported."""
+        missing = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+                   if not isinstance(getattr(attn, n, None), nn.Module)]
+        if missing:
+            have = sorted(n for n, _ in attn.named_children())
+            raise ConfigError(
+                f"injection.kind=prefix needs separate q_proj/k_proj/v_proj/o_proj in the "
+                f"LLM's attention; layer {layer}'s {type(attn).__name__} lacks {missing} (it "
+                f"has {have}: fused q/k/v projections are not supported); use "
+                f"injection.kind=xattn or splice with this LLM")
+
     def attach(self, decoder_layers: nn.ModuleList, attention_of) -> list:  # noqa: ANN001
-        """Register forward hooks on the chosen layers' attention modules."""
+        """Register forward hooks on the chosen layers' attention modules.
+
+        Raises:
+            ConfigError: an attention module without separate q/k/v/o projections.
+        """
+        attns = [attention_of(decoder_layers[i]) for i in self.layer_ids]
+        for i, attn in zip(self.layer_ids, attns):
+            self.check_attention(attn, i)
         handles = []
-        for j, i in enumerate(self.layer_ids):
-            attn = attention_of(decoder_layers[i])
+        for j, attn in enumerate(attns):
 
             def hook(module: nn.Module, args: tuple, kwargs: dict, output, j=j):  # noqa: ANN001, ANN202
-                if self.state is None:
+                state = current_state(self)
+                if state is None:
                     return None
                 h, _ = _hidden_from_args(args, kwargs)
                 first = output[0] if isinstance(output, tuple) else output
-                first = first + self._delta(j, module, h, kwargs)
+                first = first + self._delta(j, module, h, kwargs, state)
                 if isinstance(output, tuple):
                     return (first, *output[1:])
                 return first
@@ -220,4 +304,5 @@ def prefix_layers(num_layers: int, top_k: int | None, layers: list[int] | None) 
 
 
 __all__ = ["CrossAttentionInjector", "GatedCrossAttention", "MediaState", "PrefixInjector",
-           "per_sample_media", "prefix_layers", "xattn_layers"]
+           "checkpoint_context", "current_state", "injection_scope", "per_sample_media",
+           "prefix_layers", "xattn_layers"]

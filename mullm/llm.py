@@ -263,7 +263,11 @@ def apply_policy(model: nn.Module, cfg: LLMConfig) -> nn.Module:
                           task_type="CAUSAL_LM")
         model = get_peft_model(model, lcfg)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        from mullm.injection import checkpoint_context
+
+        # The recomputation in backward must see the media state of its forward pass.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
+            "use_reentrant": False, "context_fn": checkpoint_context})
         if hasattr(model, "config"):
             model.config.use_cache = False
     return model

@@ -1,156 +1,177 @@
-"""Turn conversations plus media into model inputs: chat template, placeholder expansion,
-labels on assistant turns only, padding, and batched media.
+"""The processor: conversations plus media -> model inputs, without the model.
 
-The convention is transformers' Qwen2-Audio / LLaVA one: each modality has one placeholder
-token in the vocabulary; a ``<audio>`` marker in a message becomes that token, and the
-processor repeats it exactly as many times as the adapter will emit tokens for that clip, so
-the model can check the count before it splices.
+It follows transformers' Qwen2-Audio / LLaVA convention and is a ``ProcessorMixin``: built
+from a tokenizer and, per modality, a ``MediaSpec`` (plain data derived from the model config
+and its encoders' resolved rates), saved with ``save_pretrained`` into a model directory and
+loaded with ``MusicProcessor.from_pretrained``. It holds no reference to the model, so a
+training collator pickles to the size of the tokenizer, not the LLM.
+
+Each spliced modality has one placeholder token in the vocabulary; a ``<audio>`` marker in a
+message becomes that token, repeated exactly as many times as the adapter will emit tokens for
+that clip (counted from the frame spec and the adapter settings), so the model can check the
+count before it splices. Labels are the assistant replies (and their end-of-turn marker) only.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
+from transformers import ProcessorMixin
 
 from mullm.errors import DataError
-
-if TYPE_CHECKING:
-    from mullm.model import MusicLLM
+from mullm.media import MARKERS, Features, MediaBatch, MediaSpec
 
 IGNORE_INDEX = -100
-MARKERS = {"audio": "<audio>", "image": "<image>", "video": "<video>"}
 
 
-@dataclass
-class MediaBatch:
-    """The items of one modality in a batch, each tagged with the sample it belongs to.
+class MusicBatch(dict):
+    """The processor's output: ``input_ids`` (B, S), ``attention_mask`` (B, S), ``labels``
+    (B, S; training only) and ``media`` {modality: MediaBatch}, so that ``model(**batch)`` and
+    ``model.generate(**batch)`` take it as it is.
 
-    Either raw inputs (``values`` padded, ``lengths`` in samples / frames) or precomputed
-    encoder features (``features`` (N, L, T, D) with ``frames`` valid per item).
+    Attributes (not keys, so they never reach the model): ``truncated_label_tokens``, the
+    labelled tokens that ``max_length`` cut, and ``dropped``, the indices of input samples
+    left out because the cut took their whole answer.
     """
 
-    sample_index: torch.Tensor
-    values: torch.Tensor | None = None
-    lengths: torch.Tensor | None = None
-    features: torch.Tensor | None = None
-    frames: torch.Tensor | None = None
-    names: list[str] = field(default_factory=list)
+    truncated_label_tokens: int = 0
+    dropped: tuple[int, ...] = ()
 
-    def __len__(self) -> int:
-        return int(self.sample_index.numel())
-
-    def to(self, device: torch.device | str) -> MediaBatch:
-        """Move tensors to ``device``."""
-        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device)
-        return MediaBatch(mv(self.sample_index), mv(self.values), mv(self.lengths),
-                          mv(self.features), mv(self.frames), self.names)
+    def to(self, device: torch.device | str) -> MusicBatch:
+        """A copy with every tensor (and media batch) on ``device``."""
+        out = MusicBatch({k: v.to(device) if torch.is_tensor(v) else v
+                          for k, v in self.items()})
+        out["media"] = {m: b.to(device) for m, b in self.get("media", {}).items()}
+        out.truncated_label_tokens, out.dropped = self.truncated_label_tokens, self.dropped
+        return out
 
 
-@dataclass
-class Features:
-    """Precomputed encoder output for one item: hidden states (L, T, D), all frames valid."""
+class MusicProcessor(ProcessorMixin):
+    """Chat template, placeholder expansion, labels, truncation, padding and media batching.
 
-    hidden_states: torch.Tensor
-    name: str = "<features>"
+    Args:
+        tokenizer: the LLM's tokenizer, with a chat template and a placeholder token for each
+            spliced modality (``from_model_config`` adds them).
+        media: {modality name: ``MediaSpec`` or its ``to_dict()``}.
+        system_prompt: put before every conversation that has no system turn.
+        chat_template: unused by mullm (the tokenizer's template is used); kept for the
+            ``ProcessorMixin`` interface.
 
+    Raises:
+        ValueError: a spliced modality whose placeholder is not one token of the vocabulary.
+    """
 
-def pad_stack(items: list[torch.Tensor], dim0: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad tensors along their first axis; returns (stacked, lengths)."""
-    lengths = torch.tensor([t.shape[dim0] for t in items], dtype=torch.long)
-    out = items[0].new_zeros((len(items), int(lengths.max()), *items[0].shape[1:]))
-    for i, t in enumerate(items):
-        out[i, : t.shape[0]] = t
-    return out, lengths
+    def __init__(self, tokenizer: Any, media: dict[str, Any] | None = None,
+                 system_prompt: str | None = None, chat_template: str | None = None) -> None:
+        super().__init__(tokenizer, chat_template=chat_template)
+        self.media = {name: spec.to_dict() if isinstance(spec, MediaSpec) else dict(spec)
+                      for name, spec in (media or {}).items()}
+        self.system_prompt = system_prompt
+        self.specs = {name: MediaSpec.from_dict(d) for name, d in self.media.items()}
+        unknown = sorted(set(self.specs) - set(MARKERS))
+        if unknown:
+            raise ValueError(f"media: unknown modality name(s) {unknown}; known: "
+                             f"{sorted(MARKERS)}")
+        self.placeholder_ids: dict[str, int] = {}
+        for name, spec in self.specs.items():
+            if not spec.splices:
+                continue
+            ids = tokenizer.encode(MARKERS[name], add_special_tokens=False)
+            if len(ids) != 1:
+                raise ValueError(
+                    f"the tokenizer splits the {name} placeholder {MARKERS[name]!r} into "
+                    f"{len(ids)} tokens; build the processor with "
+                    "MusicProcessor.from_model_config, which adds it as a special token")
+            self.placeholder_ids[name] = ids[0]
 
+    # ------------------------------------------------------------------ saving, pickling
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> list[str]:
+        """Write the tokenizer, ``processor_config.json`` (the media specs, the system prompt)
+        and the chat template to a folder ``from_pretrained`` reads; afterwards this
+        processor pickles as a reference to that folder."""
+        files = super().save_pretrained(str(save_directory), **kwargs)
+        self._source = (str(Path(save_directory).resolve()), self._identity())
+        return files
 
-class MusicProcessor:
-    """Prepares batches for a ``MusicLLM``; ``model.processor`` is the instance to use."""
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path,
+                        **kwargs: Any) -> MusicProcessor:
+        """Load a processor saved by ``save_pretrained`` (or a model directory's
+        ``processor/``); it pickles as a reference to that folder."""
+        proc = super().from_pretrained(str(pretrained_model_name_or_path), **kwargs)
+        if Path(pretrained_model_name_or_path).is_dir():
+            proc._source = (str(Path(pretrained_model_name_or_path).resolve()),
+                            proc._identity())
+        return proc
 
-    def __init__(self, model: MusicLLM) -> None:
-        self.model = model
-        self.tokenizer = model.tokenizer
-        self.placeholder_ids = model.placeholder_ids
-        self.config = model.config
+    def _identity(self) -> tuple[int, str]:
+        import json
+
+        return len(self.tokenizer), json.dumps([self.media, self.system_prompt],
+                                               sort_keys=True)
+
+    def __reduce__(self) -> tuple:
+        # A processor with a folder pickles as (folder, identity): kilobytes instead of the
+        # tokenizer's megabytes, for every DataLoader worker and process.
+        source = getattr(self, "_source", None)
+        if source is None or not Path(source[0]).is_dir():
+            return super().__reduce__()
+        return _from_saved, source
+
+    @classmethod
+    def from_model_config(cls, config: Any, tokenizer: Any = None,
+                          encoders: dict[str, Any] | None = None) -> MusicProcessor:
+        """Build from a ``ModelConfig``: the LLM's tokenizer (loaded when not given), with a
+        special token added per spliced modality, and one ``MediaSpec`` per modality.
+
+        ``encoders`` are built encoders to read resolved rates from (the model passes its
+        own); without them each encoder is built once to read them (cheap for the spectral
+        and tiny encoders, a weight load for pretrained ones; a saved model directory's
+        processor needs none: use ``from_pretrained``).
+        """
+        if tokenizer is None:
+            from mullm.llm import load_tokenizer
+
+            tokenizer = load_tokenizer(config.llm)
+        specs = {}
+        for name, mcfg in config.modalities.items():
+            enc = (encoders or {}).get(name)
+            if enc is None:
+                from mullm.encoders import build_encoder
+
+                enc = build_encoder(mcfg.encoder)
+            specs[name] = MediaSpec.from_encoder(mcfg, enc)
+        new = [MARKERS[n] for n, s in specs.items() if s.splices]
+        if new:
+            tokenizer.add_special_tokens({"additional_special_tokens": new},
+                                         replace_extra_special_tokens=False)
+        return cls(tokenizer, media=specs, system_prompt=config.system_prompt)
 
     # ------------------------------------------------------------------ media
-    def load_item(self, modality: str, item: Any) -> torch.Tensor | Features:
-        """A path, array or tensor -> a checked input tensor at the encoder's rate."""
-        enc = self.model.encoders[modality]
-        ecfg = self.config.modalities[modality].encoder
-        if isinstance(item, Features):
-            return item
-        if isinstance(item, (str, Path)):
-            if modality == "audio":
-                from mullm.audio import load_audio
+    def spec(self, modality: str) -> MediaSpec:
+        """The ``MediaSpec`` of ``modality``; ValueError naming the ones there are."""
+        if modality not in self.specs:
+            raise ValueError(f"the model has no {modality!r} modality (it has "
+                             f"{sorted(self.specs)})")
+        return self.specs[modality]
 
-                wave = load_audio(item, enc.sample_rate, max_duration_s=ecfg.max_duration_s,
-                                  min_duration_s=ecfg.min_duration_s)
-                return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
-            if not hasattr(enc, "load"):
-                raise ValueError(
-                    f"{item}: the {ecfg.name!r} encoder takes {modality} tensors, not files"
-                )
-            values, _ = enc.load([item])
-            return values[0]
-        tensor = torch.as_tensor(np.asarray(item) if not torch.is_tensor(item) else item)
-        return tensor.float()
+    def load_item(self, modality: str, item: Any) -> torch.Tensor | Features:
+        """A path, array or tensor -> a checked input at the encoder's rate."""
+        return self.spec(modality).load_item(item)
 
     def num_tokens(self, modality: str, item: torch.Tensor | Features) -> int:
-        """How many LLM tokens the adapter will emit for this item."""
-        enc = self.model.encoders[modality]
-        if isinstance(item, Features):
-            frames = item.hidden_states.shape[1]
-        elif modality == "audio":
-            frames = enc.num_frames(int(item.shape[0]))
-        elif item.dim() == 4:  # video: (frames, C, H, W)
-            frames = enc.num_frames(int(item.shape[0]))
-        else:
-            frames = enc.num_frames(1)
-        return self.model.adapters[modality].num_tokens(frames)
+        """How many LLM tokens the adapter will emit for a loaded item."""
+        return self.spec(modality).num_tokens(item)
 
     def batch_media(self, modality: str, items: list[torch.Tensor | Features],
                     sample_index: list[int], names: list[str]) -> MediaBatch:
-        """Stack one modality's items into a ``MediaBatch``."""
-        idx = torch.tensor(sample_index, dtype=torch.long)
-        if all(isinstance(x, Features) for x in items):
-            feats = [x.hidden_states.transpose(0, 1) for x in items]  # (T, L, D)
-            stacked, frames = pad_stack(feats)
-            return MediaBatch(idx, features=stacked.transpose(1, 2), frames=frames, names=names)
-        if any(isinstance(x, Features) for x in items):
-            raise ValueError(f"{modality}: a batch mixes precomputed features and raw inputs")
-        for i, x in enumerate(items):
-            if x.numel() == 0:
-                raise ValueError(f"sample {sample_index[i]}: empty {modality} input ({names[i]})")
-            if not torch.isfinite(x).all():
-                raise ValueError(
-                    f"sample {sample_index[i]}: {modality} input {names[i]} contains NaN or inf"
-                )
-        if modality == "audio":
-            for i, x in enumerate(items):
-                if x.dim() != 1:
-                    raise ValueError(
-                        f"sample {sample_index[i]}: audio {names[i]} must be a 1-D waveform "
-                        f"at {self.model.encoders['audio'].sample_rate} Hz, got shape "
-                        f"{tuple(x.shape)}"
-                    )
-            values, lengths = pad_stack(items)
-        elif items[0].dim() == 3:
-            values = torch.stack(items)
-            lengths = torch.ones(len(items), dtype=torch.long)
-        else:
-            values, lengths = pad_stack(items)
-        return MediaBatch(idx, values=values, lengths=lengths, names=names)
+        """Stack one modality's loaded items into a ``MediaBatch``."""
+        return self.spec(modality).batch(modality, items, sample_index, names)
 
     # ------------------------------------------------------------------ text
-    def _injects_tokens(self, modality: str) -> bool:
-        return self.config.modalities[modality].injection.kind == "splice"
-
     def _prepare_messages(self, messages: list[dict], counts: dict[str, int], sample: int
                           ) -> list[dict]:
         msgs = [dict(m) for m in messages]
@@ -159,8 +180,8 @@ class MusicProcessor:
                 raise ValueError(f"sample {sample}: unknown role {m.get('role')!r}")
             if not isinstance(m.get("content"), str):
                 raise ValueError(f"sample {sample}: message content must be a string")
-        if self.config.system_prompt and not any(m["role"] == "system" for m in msgs):
-            msgs.insert(0, {"role": "system", "content": self.config.system_prompt})
+        if self.system_prompt and not any(m["role"] == "system" for m in msgs):
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
         for modality, n in counts.items():
             marker = MARKERS[modality]
             found = sum(m["content"].count(marker) for m in msgs)
@@ -174,12 +195,12 @@ class MusicProcessor:
                     f"sample {sample}: {found} {marker} marker(s) in the text but {n} "
                     f"{modality} item(s); give one item per marker (or no markers at all)"
                 )
-            if not self._injects_tokens(modality):
+            if not self.specs[modality].splices:
                 for m in msgs:
                     m["content"] = re.sub(re.escape(marker) + r"\n?", "", m["content"])
         for modality, marker in MARKERS.items():
             if modality not in counts and any(marker in m["content"] for m in msgs):
-                if modality not in self.config.modalities:
+                if modality not in self.specs:
                     raise ValueError(
                         f"sample {sample}: the text has {marker} but the model has no "
                         f"{modality} modality"
@@ -218,22 +239,17 @@ class MusicProcessor:
         enc = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         spans = self._assistant_spans(msgs, full) if not add_generation_prompt else []
-        labels = []
-        for tid, (a, _) in zip(ids, offsets):
-            inside = any(s <= a < e for s, e in spans)
-            labels.append(tid if inside else IGNORE_INDEX)
+        by_id = {v: k for k, v in self.placeholder_ids.items()}
+        seen = {m: 0 for m in token_counts}
         out_ids: list[int] = []
         out_labels: list[int] = []
-        seen = {m: 0 for m in token_counts}
-        by_id = {v: k for k, v in self.placeholder_ids.items()}
-        for tid, lab in zip(ids, labels):
+        for tid, (a, _) in zip(ids, offsets):
             modality = by_id.get(tid)
             if modality is None:
                 out_ids.append(tid)
-                out_labels.append(lab)
+                out_labels.append(tid if any(s <= a < e for s, e in spans) else IGNORE_INDEX)
                 continue
-            k = seen[modality]
-            n = token_counts[modality][k]
+            n = token_counts[modality][seen[modality]]
             seen[modality] += 1
             out_ids.extend([tid] * n)
             out_labels.extend([IGNORE_INDEX] * n)
@@ -247,56 +263,80 @@ class MusicProcessor:
 
     def __call__(self, conversations: list[list[dict]], media: list[dict[str, list]] | None = None,
                  add_generation_prompt: bool = False, padding_side: str = "right",
-                 max_length: int | None = None) -> dict[str, Any]:
-        """Build a batch: ``conversations[b]`` is a list of messages, ``media[b]`` maps a
-        modality to that sample's items (paths, waveforms, ``Features``)."""
+                 max_length: int | None = None) -> MusicBatch:
+        """Build a batch.
+
+        Args:
+            conversations: ``conversations[b]`` is a list of {"role", "content"} messages.
+            media: ``media[b]`` maps a modality to that sample's items (paths, waveforms,
+                image tensors or ``Features``), in marker order.
+            add_generation_prompt: end each sample with the assistant prompt (generation);
+                no labels are returned then.
+            padding_side: "right" (training) or "left" (generation).
+            max_length: cut longer samples' trailing text (never through media tokens).
+                Labelled tokens that are cut are counted in ``truncated_label_tokens``; a
+                sample whose whole answer is cut is left out (``dropped``) unless that would
+                leave the batch empty.
+
+        Raises:
+            ValueError: markers and items that do not match, unknown modalities or roles,
+                too many items; ``DataError`` when a cut would fall inside media tokens.
+        """
         media = media if media is not None else [{} for _ in conversations]
         if len(media) != len(conversations):
             raise ValueError(f"{len(conversations)} conversations but {len(media)} media entries")
-        all_items: dict[str, list] = {}
-        all_index: dict[str, list[int]] = {}
-        all_names: dict[str, list[str]] = {}
-        rows_ids, rows_labels = [], []
+        rows = []
         for b, (msgs, med) in enumerate(zip(conversations, media)):
-            counts, token_counts = {}, {}
+            loaded: dict[str, list] = {}
+            names: dict[str, list[str]] = {}
             for modality, items in (med or {}).items():
-                if modality not in self.config.modalities:
-                    raise ValueError(
-                        f"sample {b}: the model has no {modality!r} modality "
-                        f"(it has {sorted(self.config.modalities)})"
-                    )
+                spec = self.spec(modality)
                 items = list(items)
-                limit = self.config.modalities[modality].max_items
-                if len(items) > limit:
-                    raise ValueError(
-                        f"sample {b}: {len(items)} {modality} items exceed max_items={limit}"
-                    )
-                loaded = [self.load_item(modality, x) for x in items]
-                counts[modality] = len(loaded)
-                token_counts[modality] = [self.num_tokens(modality, x) for x in loaded]
-                all_items.setdefault(modality, []).extend(loaded)
-                all_index.setdefault(modality, []).extend([b] * len(loaded))
-                all_names.setdefault(modality, []).extend(
-                    str(x) if isinstance(x, (str, Path)) else getattr(x, "name", f"item{i}")
-                    for i, x in enumerate(items))
+                if len(items) > spec.max_items:
+                    raise ValueError(f"sample {b}: {len(items)} {modality} items exceed "
+                                     f"max_items={spec.max_items}")
+                loaded[modality] = [spec.load_item(x) for x in items]
+                names[modality] = [str(x) if isinstance(x, (str, Path))
+                                   else getattr(x, "name", f"item{i}")
+                                   for i, x in enumerate(items)]
+            token_counts = {m: [self.specs[m].num_tokens(x) for x in xs]
+                            for m, xs in loaded.items() if self.specs[m].splices}
             ids, labels = self.encode_conversation(
-                msgs, counts, {m: c for m, c in token_counts.items() if self._injects_tokens(m)},
-                b, add_generation_prompt)
+                msgs, {m: len(xs) for m, xs in loaded.items()}, token_counts, b,
+                add_generation_prompt)
+            cut = 0
             if max_length is not None and len(ids) > max_length:
-                ids, labels = self._truncate(ids, labels, max_length, b)
-            rows_ids.append(ids)
-            rows_labels.append(labels)
-        batch = self.pad(rows_ids, rows_labels, padding_side)
-        batch["media"] = {
-            m: self.batch_media(m, all_items[m], all_index[m], all_names[m]) for m in all_items
-        }
+                ids, labels, cut = self._truncate(ids, labels, max_length, b)
+            rows.append((b, ids, labels, cut, loaded, names))
+        cut_total = sum(r[3] for r in rows)
+        emptied = [r[0] for r in rows
+                   if r[3] and all(x == IGNORE_INDEX for x in r[2])]
+        if emptied and len(emptied) < len(rows):
+            rows = [r for r in rows if r[0] not in emptied]
+        else:
+            emptied = []
+        batch = self.pad([r[1] for r in rows], [r[2] for r in rows], padding_side)
+        items: dict[str, list] = {}
+        index: dict[str, list[int]] = {}
+        item_names: dict[str, list[str]] = {}
+        for row, (_, _, _, _, loaded, names) in enumerate(rows):
+            for modality, xs in loaded.items():
+                items.setdefault(modality, []).extend(xs)
+                index.setdefault(modality, []).extend([row] * len(xs))
+                item_names.setdefault(modality, []).extend(names[modality])
+        batch["media"] = {m: self.batch_media(m, items[m], index[m], item_names[m])
+                          for m in items}
+        # Counted over every input sample, the dropped ones included.
+        batch.truncated_label_tokens = cut_total
+        batch.dropped = tuple(emptied)
         if add_generation_prompt:
             batch.pop("labels")
         return batch
 
     def _truncate(self, ids: list[int], labels: list[int], max_length: int, sample: int
-                  ) -> tuple[list[int], list[int]]:
-        """Cut trailing text; never cut through (or drop) a placeholder run."""
+                  ) -> tuple[list[int], list[int], int]:
+        """Cut trailing text, never through (or dropping) a placeholder run; returns the kept
+        ids and labels and how many labelled tokens were cut."""
         placeholder = set(self.placeholder_ids.values())
         last = max((i for i, t in enumerate(ids) if t in placeholder), default=-1)
         if last >= max_length:
@@ -305,11 +345,14 @@ class MusicProcessor:
                 f"cut would fall inside media tokens (last one at position {last}); raise "
                 f"max_length or use fewer/shorter clips"
             )
-        return ids[:max_length], labels[:max_length]
+        cut = sum(1 for x in labels[max_length:] if x != IGNORE_INDEX)
+        return ids[:max_length], labels[:max_length], cut
 
     def pad(self, rows_ids: list[list[int]], rows_labels: list[list[int]], padding_side: str
-            ) -> dict[str, torch.Tensor]:
+            ) -> MusicBatch:
         """Dynamic padding to the longest row, on the given side."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={padding_side!r}: choose 'left' or 'right'")
         pad_id = self.tokenizer.pad_token_id
         width = max(len(r) for r in rows_ids)
         B = len(rows_ids)
@@ -319,7 +362,19 @@ class MusicProcessor:
         for b, (ids, labs) in enumerate(zip(rows_ids, rows_labels)):
             n = len(ids)
             sl = slice(width - n, width) if padding_side == "left" else slice(0, n)
-            input_ids[b, sl] = torch.tensor(ids)
-            labels[b, sl] = torch.tensor(labs)
+            input_ids[b, sl] = torch.tensor(ids, dtype=torch.long)
+            labels[b, sl] = torch.tensor(labs, dtype=torch.long)
             attention[b, sl] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        return MusicBatch(input_ids=input_ids, attention_mask=attention, labels=labels)
+
+
+def _from_saved(folder: str, identity: tuple[int, str]) -> MusicProcessor:
+    """Unpickle a processor by loading its folder, refusing one that changed since."""
+    proc = MusicProcessor.from_pretrained(folder)
+    if proc._identity() != tuple(identity):
+        raise RuntimeError(f"{folder}: the saved processor changed after this one was "
+                           "pickled (other tokenizer or media specs)")
+    return proc
+
+
+__all__ = ["IGNORE_INDEX", "MARKERS", "Features", "MediaBatch", "MusicBatch", "MusicProcessor"]

@@ -1,33 +1,19 @@
 """Streaming replies for the demo: text pieces as the LLM generates them.
 
 ``stream_chat`` runs ``MusicLLM.chat``'s generation in a background thread with
-transformers' ``TextIteratorStreamer`` and yields the decoded text as it grows. The
-model's splice/xattn/prefix state lives on the model while it generates, so generations on
-one model are serialised with a per-model lock (two demo users wait for each other instead
-of corrupting each other's state).
+transformers' ``TextIteratorStreamer`` and yields the decoded text as it grows. A model's
+media state is scoped to each call (``MusicLLM.injection``), so several streams may run on
+one model at once, each with its own clips.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
-
-_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: MusicLLM) -> threading.Lock:
-    """The lock that serialises generation on ``model``."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.Lock()
-        return lock
 
 
 def stream_chat(model: MusicLLM, prompt: str, audio: Any = None, image: Any = None,
@@ -46,9 +32,8 @@ def stream_chat(model: MusicLLM, prompt: str, audio: Any = None, image: Any = No
 
     def work() -> None:
         try:
-            with model_lock(model):
-                model.chat(prompt, audio=audio, image=image, history=history,
-                           streamer=streamer, **gen_kwargs)
+            model.chat(prompt, audio=audio, image=image, history=history,
+                       streamer=streamer, **gen_kwargs)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(exc)
             streamer.end()  # unblock the consumer
@@ -82,4 +67,4 @@ def stream_to(model: MusicLLM, prompt: str, write: Any = None, **kwargs: Any) ->
     return "".join(parts).rstrip()
 
 
-__all__ = ["model_lock", "stream_chat", "stream_to"]
+__all__ = ["stream_chat", "stream_to"]

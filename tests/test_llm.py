@@ -15,19 +15,93 @@ from mullm.model import MusicLLM
 from mullm.testing import make_tiny_llm
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gemma3"])
+ARCHS = ["llama", "qwen2", "mistral", "gemma3"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_architectures_with_all_injections(tmp_path: Path, arch: str) -> None:
     llm_dir = make_tiny_llm(tmp_path / arch, arch=arch)
+    conv = [[{"role": "user", "content": "<audio> hi"}, {"role": "assistant", "content": "yes"}]]
+    wave = torch.randn(4000)
     for injection in ("splice", "xattn", "prefix"):
         model = MusicLLM(load_model_config(tiny_model_dict(llm_dir, "qformer", injection)))
-        batch = model.processor([[{"role": "user", "content": "<audio> hi"},
-                                  {"role": "assistant", "content": "yes"}]],
-                                [{"audio": [torch.randn(4000)]}])
-        loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"],
-                     batch["media"])["loss"]
+        model.eval()
+        batch = model.processor(conv, [{"audio": [wave]}])
+        ids, am = batch["input_ids"], batch["attention_mask"]
+        with torch.no_grad():
+            out = model(ids, am, media=batch["media"])["logits"]
+            if injection != "splice":
+                # Zero-initialised gates: the LLM's own logits, exactly, on every architecture.
+                plain = model.llm(input_ids=ids, attention_mask=am,
+                                  position_ids=(am.cumsum(-1) - 1).clamp(min=0)).logits
+                assert torch.equal(out, plain)
+        model.train()
+        loss = model(ids, am, batch["labels"], batch["media"])["loss"]
+        loss.backward()
         assert torch.isfinite(loss)
-        assert len(model.generate([[{"role": "user", "content": "hi"}]], [{"audio": [
-            torch.randn(4000)]}], max_new_tokens=3)) == 1
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        new = model.generate(**model.processor([conv[0][:1]], [{"audio": [wave]}],
+                                               add_generation_prompt=True,
+                                               padding_side="left"), max_new_tokens=3)
+        assert new.shape[0] == 1 and 1 <= new.shape[1] <= 3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prefix_queries_are_the_llms_own(tmp_path: Path, arch: str) -> None:
+    """Prefix injection recomputes each layer's queries (q_proj, q_norm, rotary embedding) to
+    attend to the prefix; they must equal the queries the LLM's attention itself uses, on every
+    architecture, or the prefix would attend with wrong positions without any error."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    seen: dict[int, torch.Tensor] = {}
+
+    def capture(module, query, key, value, attention_mask, **kw):  # noqa: ANN001, ANN202
+        seen[id(module)] = query.detach().clone()
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kw)
+
+    AttentionInterface.register("mullm_capture", capture)
+    llm_dir = make_tiny_llm(tmp_path / arch, arch=arch)
+    model = MusicLLM(load_model_config(tiny_model_dict(llm_dir, "qformer", "prefix"))).eval()
+    base = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
+    base.set_attn_implementation("mullm_capture")
+    injector = model.injectors["audio"]
+    ours: dict[int, torch.Tensor] = {}
+    from mullm.llm import attention_module, decoder_layers
+
+    handles = []
+    for i in injector.layer_ids:
+        attn = attention_module(decoder_layers(model.llm)[i])
+
+        def hook(module, args, kwargs):  # noqa: ANN001, ANN202
+            h = args[0] if args else kwargs["hidden_states"]
+            ours[id(module)] = injector.queries(module, h, kwargs).detach()
+
+        handles.append(attn.register_forward_pre_hook(hook, with_kwargs=True))
+    batch = model.processor([[{"role": "user", "content": "<audio> what key?"}]],
+                            [{"audio": [torch.randn(4000)]}], add_generation_prompt=True)
+    with torch.no_grad():
+        model(batch["input_ids"], batch["attention_mask"], media=batch["media"])
+    for h in handles:
+        h.remove()
+    assert ours and set(ours) <= set(seen)
+    for key, q in ours.items():
+        torch.testing.assert_close(q, seen[key], atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_refuses_fused_qkv_at_build(tmp_path: Path) -> None:
+    """GPT-2's attention fuses q/k/v in c_attn: refused when the model is built, naming it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from mullm.errors import ConfigError
+
+    cfg = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=400, n_positions=128)
+    llm = GPT2LMHeadModel(cfg)
+    tok_dir = make_tiny_llm(tmp_path / "tok")
+    tok = load_tokenizer(LLMConfig(name_or_path=str(tok_dir)))
+    mcfg = load_model_config(tiny_model_dict(tok_dir, "qformer", "prefix", policy="frozen"))
+    with pytest.raises(ConfigError, match="c_attn"):
+        MusicLLM(mcfg, llm=llm, tokenizer=tok, base_fingerprint="x")
 
 
 def test_default_chat_template_for_base_models(tmp_path: Path) -> None:
@@ -80,7 +154,9 @@ def test_offline_default_loads_and_answers() -> None:
     mm = MusicLLM(load_model_config(cfg), llm=model, tokenizer=tok, base_fingerprint=fp)
     reply = mm.chat("Describe this music.", audio=torch.randn(16000 * 3) * 0.1,
                     max_new_tokens=8)
-    assert isinstance(reply, str) and reply
+    # Untrained adapters, so only the form is checked: words, at most 8 tokens.
+    n = len(mm.tokenizer(reply, add_special_tokens=False)["input_ids"])
+    assert 1 <= n <= 8 and any(ch.isalpha() for ch in reply)
 
 
 @pytest.mark.parametrize("injection", ["splice", "xattn", "prefix"])

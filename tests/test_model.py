@@ -101,8 +101,8 @@ def test_pair(tiny_llm_dir: Path, tmp_path: Path, adapter: str, injection: str) 
     # Cached generation (generate + KV cache) equals an uncached greedy loop.
     prompt = [CONVS[1][:1]]
     med = [_media()[1]]
-    got = again.generate_ids(**_gen_inputs(again, prompt, med), max_new_tokens=6,
-                             do_sample=False)
+    got = again.generate(**_gen_inputs(again, prompt, med), max_new_tokens=6,
+                         do_sample=False)
     want = _greedy_no_cache(again, prompt, med, 6)
     assert got.tolist() == want.tolist()
 
@@ -135,8 +135,8 @@ def test_batched_generation_matches_single(tiny_llm_dir: Path, injection: str) -
     _open_gates(model)
     convs = [c[:1] for c in CONVS]
     media = _media()
-    both = model.generate(convs, media, max_new_tokens=5)
-    one = [model.generate([c], [m], max_new_tokens=5)[0] for c, m in zip(convs, media)]
+    both = model.generate_text(convs, media, max_new_tokens=5)
+    one = [model.generate_text([c], [m], max_new_tokens=5)[0] for c, m in zip(convs, media)]
     assert both == one
 
 
@@ -146,8 +146,8 @@ def test_padding_does_not_change_tokens(tiny_llm_dir: Path) -> None:
     alone = model.processor.batch_media("audio", [wave], [0], ["a"])
     padded = model.processor.batch_media("audio", [wave, torch.randn(16000)], [0, 1], ["a", "b"])
     with torch.no_grad():
-        t1, m1 = model.encode_media("audio", alone)
-        t2, m2 = model.encode_media("audio", padded)
+        t1, m1 = model.get_media_features("audio", alone)
+        t2, m2 = model.get_media_features("audio", padded)
     n = int(m1[0].sum())
     assert int(m2[0].sum()) == n
     torch.testing.assert_close(t1[0, :n], t2[0, :n], atol=1e-5, rtol=1e-5)
@@ -217,7 +217,7 @@ def test_saved_model_is_small_and_strict(tiny_llm_dir: Path, tmp_path: Path) -> 
     model = build(tiny_llm_dir, "qformer", "splice")
     out = model.save_pretrained(tmp_path / "m")
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["config.yaml", "lora", "mullm.json", "tokenizer", "trainable.safetensors"]
+    assert names == ["config.yaml", "lora", "mullm.json", "processor", "trainable.safetensors"]
     llm_bytes = sum(p.stat().st_size for p in Path(tiny_llm_dir).glob("*.safetensors"))
     saved = sum(p.stat().st_size for p in out.rglob("*.safetensors"))
     assert saved < llm_bytes  # only adapters + LoRA + new token rows, never the LLM
@@ -250,13 +250,22 @@ def test_load_from_yaml_and_chat(tiny_llm_dir: Path, tmp_path: Path) -> None:
 
     path = tmp_path / "model.yaml"
     path.write_text(yaml.safe_dump({"model": tiny_model_dict(tiny_llm_dir, "mlp", "splice")}))
-    model = MusicLLM.load(path)
-    reply = model.chat("What is playing?", audio=torch.randn(8000), max_new_tokens=4)
-    assert isinstance(reply, str)
-    follow = model.chat("And the tempo?", audio=torch.randn(8000), max_new_tokens=4,
-                        history=[{"role": "user", "content": "hi"},
-                                 {"role": "assistant", "content": "hello"}])
-    assert isinstance(follow, str)
+    model = MusicLLM.load(path).eval()
+    _open_gates(model)
+    wave = torch.randn(8000)
+    reply = model.chat("What is playing?", audio=wave, max_new_tokens=4)
+    # chat is generate_text on one conversation with the clip before the prompt.
+    msgs = [{"role": "user", "content": "What is playing?"}]
+    assert reply == model.generate_text([msgs], [{"audio": [wave]}], max_new_tokens=4)[0]
+    assert len(model.tokenizer(reply, add_special_tokens=False)["input_ids"]) <= 4
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    follow = model.chat("And the tempo?", audio=wave, max_new_tokens=4, history=history)
+    with_history = history + [{"role": "user", "content": "And the tempo?"}]
+    assert follow == model.generate_text([with_history], [{"audio": [wave]}],
+                                         max_new_tokens=4)[0]
+    # The history really reaches the model: it is in the prompt the processor builds.
+    ids = model.processor([with_history], [{"audio": [wave]}], add_generation_prompt=True)
+    assert "hello" in model.tokenizer.decode(ids["input_ids"][0])
 
 
 def test_image_and_audio_in_one_sample(tiny_llm_dir: Path) -> None:
@@ -293,3 +302,77 @@ def test_full_finetune_saves_and_reloads_exactly(tiny_llm_dir: Path, tmp_path: P
     with torch.no_grad():
         got = again(batch["input_ids"], batch["attention_mask"], media=batch["media"])["logits"]
     assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("injection", ["xattn", "prefix"])
+def test_threads_see_only_their_own_media(tiny_llm_dir: Path, injection: str) -> None:
+    """The xattn / prefix media state is scoped to a call: four threads running forwards on
+    one model at once, each with its own clip, get exactly the logits of running alone, and
+    no state is left on the model afterwards."""
+    import threading
+
+    from mullm.injection import _ACTIVE
+
+    model = build(tiny_llm_dir, "qformer", injection).eval()
+    _open_gates(model)
+    g = torch.Generator().manual_seed(3)
+    conv = [[{"role": "user", "content": "<audio> Describe it."}]]
+    batches = [model.processor(conv, [{"audio": [torch.randn(6000, generator=g) * (i + 1)]}],
+                               add_generation_prompt=True) for i in range(4)]
+    with torch.no_grad():
+        alone = [model(**b)["logits"] for b in batches]
+    assert not torch.equal(alone[0], alone[1])  # the clips matter, so a leak would show
+    got: dict[int, torch.Tensor] = {}
+    start = threading.Barrier(4)
+
+    def work(i: int) -> None:
+        start.wait()
+        with torch.no_grad():
+            for _ in range(3):
+                got[i] = model(**batches[i])["logits"]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for i in range(4):
+        assert torch.equal(got[i], alone[i])
+    assert _ACTIVE.get() is None
+    # Without media the same model is the plain LLM again (nothing was left behind).
+    text = model.processor([[{"role": "user", "content": "hi"}]], add_generation_prompt=True)
+    with torch.no_grad():
+        plain = model.llm(input_ids=text["input_ids"]).logits
+        assert torch.equal(model(**text)["logits"], plain)
+
+
+def test_building_a_model_leaves_the_global_rng_alone(tiny_llm_dir: Path) -> None:
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    a = build(tiny_llm_dir, "mlp", "splice")
+    assert torch.equal(torch.rand(3), want)
+    b = build(tiny_llm_dir, "mlp", "splice")  # and the model itself is still seeded
+    for (n, p), (_, q) in zip(a.adapters.named_parameters(), b.adapters.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_prompt_longer_than_the_context_is_refused_early(tiny_llm_dir: Path) -> None:
+    model = build(tiny_llm_dir, "mlp", "splice")
+    limit = model.context_length
+    assert limit == 512
+    long = " ".join(["music"] * (limit + 10))
+    with pytest.raises(ValueError, match=r"context of 512 tokens"):
+        model.generate_text([[{"role": "user", "content": long}]], max_new_tokens=4)
+    # Close to the limit: generation is capped at the room left, with a warning.
+    def prompt(n: int) -> dict:
+        return model.processor([[{"role": "user", "content": " ".join(["music"] * n)}]],
+                               add_generation_prompt=True, padding_side="left")
+
+    one, two = (prompt(k)["input_ids"].shape[1] for k in (1, 2))
+    near = prompt(1 + (limit - 6 - one) // (two - one))
+    room = limit - near["input_ids"].shape[1]
+    assert 0 < room <= 8
+    with pytest.warns(UserWarning, match="run past the context"):
+        new = model.generate(**near, max_new_tokens=50)
+    assert new.shape[1] <= room

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from mullm.adapters.builder import ADAPTERS, Adapter, build_adapter
+from mullm.adapters.builder import ADAPTERS, Adapter, adapter_num_tokens, build_adapter
 
-__all__ = ["ADAPTERS", "Adapter", "build_adapter"]
+__all__ = ["ADAPTERS", "Adapter", "adapter_num_tokens", "build_adapter"]

@@ -39,12 +39,24 @@ class Adapter(nn.Module):
 
     def num_tokens(self, num_frames: int) -> int:
         """Exact count of valid tokens for a clip with ``num_frames`` valid frames."""
-        check_num_frames(num_frames)
-        return self.config.global_tokens + self._num_local_tokens(num_frames)
+        return type(self).count_tokens(self.config, self.frame_rate, num_frames)
 
-    def _num_local_tokens(self, num_frames: int) -> int:
+    @classmethod
+    def count_tokens(cls, config: AdapterConfig, frame_rate: float, num_frames: int) -> int:
+        """Tokens this adapter class emits for ``num_frames`` valid frames at ``frame_rate``
+        frames/s, from the config alone (the processor sizes placeholders with it).
+
+        Raises:
+            ValueError: ``num_frames`` < 1.
+        """
+        check_num_frames(num_frames)
+        pooled = pooled_length(num_frames, config.pool, pool_group(config, float(frame_rate)))
+        return config.global_tokens + cls._local_tokens(config, pooled)
+
+    @classmethod
+    def _local_tokens(cls, config: AdapterConfig, num_pooled: int) -> int:
         """Tokens from the pooled frames (subclasses with their own count override this)."""
-        return self.num_pooled(num_frames)
+        return num_pooled
 
     def tokens_from_frames(self, feats: torch.Tensor, mask: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:

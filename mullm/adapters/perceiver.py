@@ -52,9 +52,10 @@ class PerceiverAdapter(Adapter):
         self.norm = nn.LayerNorm(hidden)
         self.out_proj = nn.Linear(hidden, out_dim)
 
-    def _num_local_tokens(self, num_frames: int) -> int:
+    @classmethod
+    def _local_tokens(cls, config: AdapterConfig, num_pooled: int) -> int:
         """Always ``num_queries``."""
-        return self.config.num_queries
+        return config.num_queries
 
     def tokens_from_frames(self, feats: torch.Tensor, mask: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,14 +26,19 @@ def num_windows(num_frames: int, window: int, stride: int) -> int:
     return -(-max(num_frames - window, 0) // stride) + 1
 
 
+def _window_and_stride(config: AdapterConfig) -> tuple[int, int]:
+    """(window, stride) in pooled frames; the stride defaults to the window."""
+    window = config.window_frames
+    return window, (config.window_stride if config.window_stride is not None else window)
+
+
 class WindowQFormerAdapter(Adapter):
     """``queries_per_window`` tokens per window, cross-attending only within the window."""
 
     def __init__(self, config: AdapterConfig, in_dim: int, out_dim: int,
                  frame_rate: float) -> None:
         super().__init__(config, in_dim, out_dim, frame_rate)
-        self.window = config.window_frames
-        self.stride = config.window_stride if config.window_stride is not None else self.window
+        self.window, self.stride = _window_and_stride(config)
         if self.window < 1 or not 1 <= self.stride <= self.window:
             raise ConfigError(
                 f"adapter.window_frames={config.window_frames} and window_stride="
@@ -50,10 +55,11 @@ class WindowQFormerAdapter(Adapter):
                                     config.num_heads, 1, config.dropout)
         self.out_proj = nn.Linear(hidden, out_dim)
 
-    def _num_local_tokens(self, num_frames: int) -> int:
+    @classmethod
+    def _local_tokens(cls, config: AdapterConfig, num_pooled: int) -> int:
         """Windows over the pooled clip times ``queries_per_window``."""
-        windows = num_windows(self.num_pooled(num_frames), self.window, self.stride)
-        return windows * self.config.queries_per_window
+        window, stride = _window_and_stride(config)
+        return num_windows(num_pooled, window, stride) * config.queries_per_window
 
     def tokens_from_frames(self, feats: torch.Tensor, mask: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:

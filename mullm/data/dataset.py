@@ -4,8 +4,8 @@
   row, or record it with ``skip_bad``) and returns, per index, the messages and the decoded
   media (waveforms, or ``Features`` from a feature cache). Decoding happens in
   ``__getitem__``, so DataLoader workers do it in parallel; the dataset holds no model.
-* ``Collator`` turns a list of samples into a batch with ``model.processor`` (chat template,
-  placeholder expansion, labels on assistant turns only, truncation, dynamic padding).
+* ``Collator`` turns a list of samples into a batch with the model's ``MusicProcessor`` (chat
+  template, placeholder expansion, labels on assistant turns only, truncation, padding).
 * ``MixtureBatches`` is the batch order: a seeded, resumable, length-grouped mixture of
   sources that every rank slices the same way, so a run restarted at batch ``k`` sees the
   same batches as one that never stopped.
@@ -38,14 +38,9 @@ class MediaSpec:
 
 
 def media_specs(model: MusicLLM) -> dict[str, MediaSpec]:
-    """Decoding settings of every audio modality of ``model``."""
-    out = {}
-    for name, mcfg in model.config.modalities.items():
-        enc = model.encoders[name]
-        if enc.modality == "audio":
-            out[name] = MediaSpec(int(enc.sample_rate), mcfg.encoder.max_duration_s,
-                                  mcfg.encoder.min_duration_s)
-    return out
+    """Decoding settings of every audio modality of ``model`` (from its processor)."""
+    return {name: MediaSpec(s.sample_rate, s.max_duration_s, s.min_duration_s)
+            for name, s in model.processor.specs.items() if s.modality == "audio"}
 
 
 @dataclass
@@ -167,17 +162,24 @@ class ConversationDataset(torch.utils.data.Dataset):
 
 
 class Collator:
-    """Samples -> a model batch via ``model.processor``; keeps the sample ids."""
+    """Samples -> a training batch via a ``MusicProcessor`` (no model: it pickles to the size
+    of the tokenizer). Beside the model inputs the batch has ``ids`` and ``indices`` of the
+    samples it holds, ``truncated_label_tokens`` (answer tokens ``max_length`` cut) and
+    ``dropped_ids`` (samples left out because the cut took their whole answer)."""
 
     def __init__(self, processor: Any, max_length: int | None = None) -> None:
         self.processor = processor
         self.max_length = max_length
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.processor([s["messages"] for s in samples], [s["media"] for s in samples],
-                               max_length=self.max_length)
-        batch["ids"] = [s["id"] for s in samples]
-        batch["indices"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+        out = self.processor([s["messages"] for s in samples], [s["media"] for s in samples],
+                             max_length=self.max_length)
+        kept = [s for i, s in enumerate(samples) if i not in set(out.dropped)]
+        batch = dict(out)
+        batch["ids"] = [s["id"] for s in kept]
+        batch["indices"] = torch.tensor([s["index"] for s in kept], dtype=torch.long)
+        batch["truncated_label_tokens"] = out.truncated_label_tokens
+        batch["dropped_ids"] = [samples[i]["id"] for i in out.dropped]
         return batch
 
 

@@ -111,12 +111,10 @@ def score_choices(model: MusicLLM, question: str, choices: list[str], audio: Any
             prefix -= 1
         one = model.processor.batch_media(
             "audio", [model.processor.load_item("audio", audio)], [0], ["clip"])
-        try:
-            embeds = model._embed(ids[:1, :prefix].to(device), {"audio": one})
+        embeds, states = model.prepare_inputs_embeds(ids[:1, :prefix], {"audio": one})
+        with model.injection(states):
             out = model.llm(inputs_embeds=embeds, attention_mask=attn[:1, :prefix].to(device),
                             use_cache=True, logits_to_keep=1)
-        finally:
-            model._clear_state()
         # transformers 5 renamed past_key_values to cache; accept both.
         cache_arg = "cache" if hasattr(out, "cache") else "past_key_values"
         cache = getattr(out, cache_arg)

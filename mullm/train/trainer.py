@@ -36,6 +36,7 @@ from mullm.data.dataset import (
     sequential_batches,
 )
 from mullm.errors import ConfigError, DataError, MullmError
+from mullm.processor import MusicProcessor
 from mullm.train import checkpoint as ckpt
 from mullm.train import distributed as D
 from mullm.train.config import (
@@ -141,6 +142,12 @@ def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
             "media": {k: v.to(device) for k, v in batch["media"].items()}}
 
 
+def _new_window() -> dict[str, Any]:
+    """Running sums between two log records."""
+    return {"loss": 0.0, "tokens": 0, "samples": 0, "seq_tokens": 0, "steps": 0,
+            "truncated": 0, "dropped": 0, "t0": time.perf_counter()}
+
+
 def _count_labels(batch: dict[str, Any]) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
@@ -189,6 +196,9 @@ class Trainer:
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_train_config(cfg))
+            # Saved once so DataLoader workers receive a folder name, not the tokenizer.
+            self.model.processor.save_pretrained(self.run_dir / "processor")
+        D.barrier(self.dist)
         specs = media_specs(self.model)
         enc = self.model.encoders["audio"] if "audio" in self.model.encoders else None
         errors = self.run_dir / "errors.jsonl"
@@ -204,12 +214,14 @@ class Trainer:
                 [Source(s.path, s.weight, s.split, s.tasks, s.max_samples)
                  for s in cfg.data.eval.values()], specs, skip_bad=cfg.data.skip_bad,
                 errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc)
-        self.collate = Collator(self.model.processor, cfg.data.max_length)
+        self.collate = Collator(MusicProcessor.from_pretrained(self.run_dir / "processor"),
+                                cfg.data.max_length)
         self.lengths = self.train_data.lengths(self.model) if cfg.data.group_by_length else None
         self.autocast, self.amp_dtype = autocast_for(cfg.train.precision, self.dist.device)
         self.logger = MetricsLogger(self.run_dir, cfg.train.tensorboard, cfg.train.wandb,
                                     config=to_dict(cfg), enabled=self.main)
         self.global_step = 0
+        self._warned_truncation = False
         self.last_checkpoint: Path | None = None
         if self.resume_state is not None:
             self.global_step = int(self.resume_state["global_step"])
@@ -299,8 +311,8 @@ class Trainer:
                 msgs = item["messages"]
                 last = max(j for j, m in enumerate(msgs) if m["role"] == "assistant")
                 with D.root_params(model, self.dist):
-                    reply = model.generate([msgs[:last]], [item["media"]],
-                                           max_new_tokens=t.eval_max_new_tokens)[0]
+                    reply = model.generate_text([msgs[:last]], [item["media"]],
+                                                max_new_tokens=t.eval_max_new_tokens)[0]
                 samples.append({"id": item["id"], "prompt": msgs[last - 1]["content"],
                                 "reference": msgs[last]["content"], "generated": reply})
         finally:
@@ -401,14 +413,14 @@ class Trainer:
 
             bar = tqdm(total=stage.steps, initial=stage_step, desc=f"train[{name}]",
                        unit="step", dynamic_ncols=True, file=sys.stderr)
-        window = {"loss": 0.0, "tokens": 0, "samples": 0, "seq_tokens": 0, "steps": 0,
-                  "t0": time.perf_counter()}
+        window = _new_window()
         try:
             while stage_step < stage.steps:
                 if t.max_steps is not None and steps_this_process >= t.max_steps:
                     return None
                 micro = [next(batches) for _ in range(t.grad_accum)]
                 position += t.grad_accum
+                self._note_truncation(micro, window)
                 local_tokens = sum(_count_labels(b) for b in micro)
                 step_tokens = int(D.all_reduce_sum(torch.tensor(float(local_tokens)),
                                                    self.dist).item())
@@ -485,14 +497,15 @@ class Trainer:
                            "samples_per_s": window["samples"] / dt,
                            "tokens_per_s": window["seq_tokens"] / dt,
                            "labelled_tokens": window["tokens"],
+                           "truncated_label_tokens": window["truncated"],
+                           "dropped_samples": window["dropped"],
                            **{f"lr/{k}": v for k, v in lrs.items()}}
                     self.logger.log(rec)
                     if bar is not None:
                         bar.set_postfix(loss=f"{rec['loss']:.4f}",
                                         lr=f"{max(lrs.values()):.2e}",
                                         samples_s=f"{rec['samples_per_s']:.2f}")
-                    window = {"loss": 0.0, "tokens": 0, "samples": 0, "seq_tokens": 0,
-                              "steps": 0, "t0": time.perf_counter()}
+                    window = _new_window()
                 if t.eval_every and self.global_step % t.eval_every == 0:
                     self._log_eval(self.evaluate(), name)
                     D.barrier(self.dist)
@@ -509,6 +522,22 @@ class Trainer:
                 bar.close()
             del batches  # stop DataLoader workers now, not at garbage collection
         return steps_this_process
+
+    def _note_truncation(self, micro: list[dict[str, Any]], window: dict[str, Any]) -> None:
+        """Count answer tokens that ``data.max_length`` cut (and samples it emptied, which the
+        collator left out); warn the first time, name the samples."""
+        cut = sum(int(b.get("truncated_label_tokens", 0)) for b in micro)
+        dropped = [i for b in micro for i in b.get("dropped_ids", [])]
+        window["truncated"] += cut
+        window["dropped"] += len(dropped)
+        if (cut or dropped) and not self._warned_truncation and self.main:
+            self._warned_truncation = True
+            print(f"[mullm] warning: data.max_length={self.cfg.data.max_length} cut {cut} "
+                  f"answer token(s) at step {self.global_step + 1}"
+                  + (f" and left out {len(dropped)} sample(s) whose whole answer it cut "
+                     f"({dropped[:5]})" if dropped else "")
+                  + "; raise data.max_length (counts: truncated_label_tokens and "
+                  "dropped_samples in metrics.jsonl)", file=sys.stderr)
 
     def _check_finite(self, part: torch.Tensor, batch: dict[str, Any], stage: str) -> None:
         bad = torch.tensor(0.0 if torch.isfinite(part.detach()).all() else 1.0)
@@ -531,7 +560,7 @@ def train(config: str | Path | TrainConfig | dict, overrides: list[str] | None =
 
 
 RUN_ARTIFACTS = ("metrics.jsonl", "samples.jsonl", "curves.png", "latest_checkpoint",
-                 "model", "tensorboard", "config.yaml")
+                 "model", "tensorboard", "config.yaml", "processor")
 
 
 def clear_previous_run(run_dir: Path, overwrite: bool) -> None:
