@@ -45,9 +45,9 @@ def prepare_data(corpus_meta: Path, data_dir: Path, per_clip: int, seed: int = 0
     would give its answer away); the validation questions stay one per conversation, as
     scored.
     """
-    from mullm.data.augment import pack_by_clip, template_conversations
     from mullm.data.corpus import read_metadata
     from mullm.data.schema import write_conversations
+    from mullm.data.templates import pack_by_clip, template_conversations
 
     rows = read_metadata(corpus_meta)
     convs = template_conversations(rows, meta_dir=corpus_meta.parent, out_dir=data_dir,
