@@ -45,7 +45,6 @@ class EncoderConfig:
     window_s: float | None = None
     hop_s: float | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    trust_remote_code: bool = False
     cache_dir: str | None = None
     # Encoder-family settings that only one family reads (n_mels, image_size, ...).
     options: dict[str, Any] = field(default_factory=dict)
@@ -147,6 +146,16 @@ class ModelConfig:
 
 KNOWN_MODALITIES = ("audio", "image", "video")
 
+# Keys that configs no longer have: (the value old files wrote, why it went). Model
+# directories saved before the removal hold the old value; it is dropped silently, any other
+# value is refused.
+REMOVED_KEYS: dict[type, dict[str, tuple[Any, str]]] = {
+    EncoderConfig: {
+        "trust_remote_code": (False, "no encoder runs remote code (MERT loads as a stock "
+                                     "transformers HubertModel); delete the key"),
+    },
+}
+
 # ----------------------------------------------------------------------- generic loading
 
 
@@ -229,9 +238,15 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    removed = REMOVED_KEYS.get(cls, {})
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
+        if key in removed:
+            old, why = removed[key]
+            if value == old and type(value) is type(old):
+                continue
+            raise ConfigError(f"{full}={value!r}: this key was removed: {why}")
         if key not in names:
             hint = difflib.get_close_matches(str(key), names, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""

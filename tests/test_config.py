@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,16 @@ def test_overrides_leave_the_callers_mapping_alone() -> None:
     cfg = load_model_config(data, ["modalities.audio.adapter.name=linear"])
     assert cfg.modalities["audio"].adapter.name == "linear"
     assert data["modalities"]["audio"]["adapter"]["name"] == "mlp"
+
+
+def test_encoder_trust_remote_code_is_gone() -> None:
+    assert "trust_remote_code" not in {f.name for f in dataclasses.fields(EncoderConfig)}
+    enc = {"name": "mert", "checkpoint": "m-a-p/MERT-v1-95M"}
+    with pytest.raises(ConfigError, match=r"modalities\.audio\.encoder\.trust_remote_code=True: "
+                                          r"this key was removed: no encoder runs remote code"):
+        load_model_config({"modalities": {"audio": {"encoder": {**enc,
+                                                                "trust_remote_code": True}}}})
+    # Model directories saved before the removal wrote `false`: they still load.
+    cfg = load_model_config({"modalities": {"audio": {"encoder": {**enc,
+                                                                  "trust_remote_code": False}}}})
+    assert cfg.modalities["audio"].encoder.checkpoint == "m-a-p/MERT-v1-95M"
