@@ -7,6 +7,7 @@ overridden from the command line: ``stages.adapter.steps=50``, ``data.train.qa.w
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,11 +174,11 @@ def load_train_config(source: str | Path | dict[str, Any],
                       overrides: list[str] | None = None) -> TrainConfig:
     """Load a training YAML (or raw data), apply dotted overrides, and validate it."""
     if isinstance(source, dict):
-        data, where = dict(source), "<dict>"
+        data, where = copy.deepcopy(source), "<dict>"
     else:
         data, where = read_yaml(source), str(source)
         _resolve_paths(data, Path(source).resolve().parent)
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(data, overrides or [], TrainConfig)
     try:
         cfg = from_dict(TrainConfig, data)
         validate_train_config(cfg)
