@@ -1,10 +1,12 @@
 """Typed configs: dataclasses loaded from YAML with strict checks and dotted CLI overrides.
 
-A config file is data. Loading it turns every mapping into the dataclass its field names,
-checks every value's type, and refuses unknown keys with the closest known key as a hint.
-``validate_model_config`` then checks the combinations that cannot work (a Q-Former with no
-queries, a prefix on more layers than the LLM has, ...). Checks that need the built LLM
-(layer count, LoRA targets) run again in ``mullm.model`` once the LLM is loaded.
+A config file is data. Loading it finds the file (a path, or a shipped config's name:
+``mullm.config_files``), applies dotted overrides, expands the presets it names, turns every
+mapping into the dataclass its field names, checks every value's type, and refuses unknown
+keys with the closest known key as a hint. ``validate_model_config`` then checks the
+combinations that cannot work (a Q-Former with no queries, a prefix on more layers than the
+LLM has, ...). Checks that need the built LLM (layer count, LoRA targets) run again in
+``mullm.model`` once the LLM is loaded.
 
 Numbers are read as people write them: a float field takes ``1e-4`` and ``3E-5`` (which YAML
 1.1 leaves as strings without a dot), an integer field takes ``1_000`` and a whole ``1e4``.
@@ -27,7 +29,16 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from mullm.config_files import compose, read_config, read_yaml, resolve_config_path
 from mullm.errors import ConfigError
+
+__all__ = [
+    "AdapterConfig", "ConfigError", "EncoderConfig", "InjectionConfig", "LLMConfig",
+    "LoRAConfig", "ModalityConfig", "ModelConfig", "apply_overrides", "compose", "field_type",
+    "from_dict", "load_model_config", "parse_override", "read_config", "read_yaml",
+    "resolve_config_path", "to_dict", "validate_adapter", "validate_encoder",
+    "validate_modality", "validate_model_config",
+]
 
 # ----------------------------------------------------------------------------- dataclasses
 
@@ -370,22 +381,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str],
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, naming the file in any error."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
 # --------------------------------------------------------------------- semantic checks
 
 
@@ -519,19 +514,31 @@ def validate_model_config(cfg: ModelConfig, num_llm_layers: int | None = None) -
         validate_modality(name, mod, num_llm_layers)
 
 
+def _is_training_config(data: dict[str, Any]) -> bool:
+    return isinstance(data.get("model"), dict) and "llm" not in data
+
+
 def load_model_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None
                       ) -> ModelConfig:
-    """Load a model config from a YAML path (a model config, or a training config with a
-    ``model:`` section) or raw data, apply overrides, and validate it."""
+    """Load a model config and validate it.
+
+    ``source`` is a YAML path, a shipped config's name (``offline-default``,
+    ``projects/mu-llama/train``: ``resolve_config_path``) or raw data; a model config, or a
+    training config whose ``model:`` section is used. Dotted ``overrides`` are relative to
+    the model (``llm.policy=frozen``) and applied before presets are expanded. The caller's
+    data is never changed.
+    """
     if isinstance(source, dict):
-        data = source
-        where = "<dict>"
+        data, where = copy.deepcopy(source), "<dict>"
     else:
-        data = read_yaml(source)
-        where = str(source)
-    if "model" in data and isinstance(data["model"], dict) and "llm" not in data:
-        data = data["model"]
-    data = apply_overrides(data, overrides or [], ModelConfig)
+        data, path = read_config(source)
+        where = str(path)
+    # Which kind the file is can hide behind a top-level preset: look at it composed.
+    if _is_training_config(compose(data, where)):
+        data["model"] = apply_overrides(data.get("model") or {}, overrides or [], ModelConfig)
+        data = compose(data, where)["model"]
+    else:
+        data = compose(apply_overrides(data, overrides or [], ModelConfig), where)
     try:
         cfg = from_dict(ModelConfig, data)
         validate_model_config(cfg)
