@@ -28,6 +28,12 @@ EXTRAS = {
 }
 EXTRAS["all"] = sorted({p for v in EXTRAS.values() for p in v})
 
+# The shipped configs stay at the repository root, where users read and edit them; a wheel
+# installs them inside the package as mullm/configs and mullm/projects, so that names such as
+# "offline-default" resolve from an installed mullm (mullm/config_files.py finds either).
+DATA_PACKAGES = {"mullm.configs": "configs", "mullm.projects": "projects"}
+CONFIG_FILES = ["*.yaml", "**/*.yaml", "*.md", "**/*.md"]
+
 setup(
     name="mullm",
     version=version["v"],
@@ -35,7 +41,9 @@ setup(
     long_description=Path("README.md").read_text() if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["mullm", "mullm.*"]),
+    packages=find_packages(include=["mullm", "mullm.*"]) + list(DATA_PACKAGES),
+    package_dir=DATA_PACKAGES,
+    package_data={name: CONFIG_FILES for name in DATA_PACKAGES},
     install_requires=[
         "torch==2.14.1",
         "transformers>=4.57",

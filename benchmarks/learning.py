@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 def label_of(row: dict, attr: str) -> str | None:
     """The closed-question answer of ``row`` for ``attr`` (None when it has none)."""
-    from mullm.data.augment import closed_questions
+    from mullm.data.templates import closed_questions
 
     for q in closed_questions(row):
         if q["attribute"] == attr:

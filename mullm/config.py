@@ -1,10 +1,17 @@
 """Typed configs: dataclasses loaded from YAML with strict checks and dotted CLI overrides.
 
-A config file is data. Loading it turns every mapping into the dataclass its field names,
-checks every value's type, and refuses unknown keys with the closest known key as a hint.
-``validate_model_config`` then checks the combinations that cannot work (a Q-Former with no
-queries, a prefix on more layers than the LLM has, ...). Checks that need the built LLM
-(layer count, LoRA targets) run again in ``mullm.model`` once the LLM is loaded.
+A config file is data. Loading it finds the file (a path, or a shipped config's name:
+``mullm.config_files``), applies dotted overrides, expands the presets it names, turns every
+mapping into the dataclass its field names, checks every value's type, and refuses unknown
+keys with the closest known key as a hint. ``validate_model_config`` then checks the
+combinations that cannot work (a Q-Former with no queries, a prefix on more layers than the
+LLM has, ...). Checks that need the built LLM (layer count, LoRA targets) run again in
+``mullm.model`` once the LLM is loaded.
+
+Numbers are read as people write them: a float field takes ``1e-4`` and ``3E-5`` (which YAML
+1.1 leaves as strings without a dot), an integer field takes ``1_000`` and a whole ``1e4``.
+A string field given on the command line keeps its text (``llm.revision=1.10`` stays
+"1.10").
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,7 +29,16 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from mullm.config_files import compose, read_config, read_yaml, resolve_config_path
 from mullm.errors import ConfigError
+
+__all__ = [
+    "AdapterConfig", "ConfigError", "EncoderConfig", "InjectionConfig", "LLMConfig",
+    "LoRAConfig", "ModalityConfig", "ModelConfig", "apply_overrides", "compose", "field_type",
+    "from_dict", "load_model_config", "parse_override", "read_config", "read_yaml",
+    "resolve_config_path", "to_dict", "validate_adapter", "validate_encoder",
+    "validate_modality", "validate_model_config",
+]
 
 # ----------------------------------------------------------------------------- dataclasses
 
@@ -45,7 +63,6 @@ class EncoderConfig:
     window_s: float | None = None
     hop_s: float | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    trust_remote_code: bool = False
     cache_dir: str | None = None
     # Encoder-family settings that only one family reads (n_mels, image_size, ...).
     options: dict[str, Any] = field(default_factory=dict)
@@ -147,6 +164,16 @@ class ModelConfig:
 
 KNOWN_MODALITIES = ("audio", "image", "video")
 
+# Keys that configs no longer have: (the value old files wrote, why it went). Model
+# directories saved before the removal hold the old value; it is dropped silently, any other
+# value is refused.
+REMOVED_KEYS: dict[type, dict[str, tuple[Any, str]]] = {
+    EncoderConfig: {
+        "trust_remote_code": (False, "no encoder runs remote code (MERT loads as a stock "
+                                     "transformers HubertModel); delete the key"),
+    },
+}
+
 # ----------------------------------------------------------------------- generic loading
 
 
@@ -205,13 +232,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             _coerce(k, k_tp, f"{key}"): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()
         }
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        number = _number(value)
+        if number is None:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        return float(number)
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        number = _number(value)
+        if isinstance(number, float) and isinstance(value, str) and number.is_integer():
+            number = int(number)  # "1e4" written for a step count
+        if not isinstance(number, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
+        return number
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -225,13 +256,39 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
+# A number as people write it: digits with optional "_" grouping, a fraction, an exponent
+# ("1e-4", "3E-5", "1_000", ".5"). YAML 1.1 reads the dotless exponent forms as strings.
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` as an int or float, from a YAML number or a number written as a string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        text = value.strip().replace("_", "")
+        if re.fullmatch(r"[-+]?\d+", text):
+            return int(text)
+        number = float(text)
+        return number if math.isfinite(number) else None
+    return None
+
+
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    removed = REMOVED_KEYS.get(cls, {})
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
+        if key in removed:
+            old, why = removed[key]
+            if value == old and type(value) is type(old):
+                continue
+            raise ConfigError(f"{full}={value!r}: this key was removed: {why}")
         if key not in names:
             hint = difflib.get_close_matches(str(key), names, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -253,46 +310,74 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into its key path and YAML-parsed value."""
+def field_type(schema: type | None, path: list[str]) -> Any:
+    """The annotation of the field at ``path`` in dataclass ``schema`` (through mappings of
+    dataclasses such as ``stages.<name>``), or None when the path leaves the schema."""
+    tp: Any = schema
+    for part in path:
+        if _is_union(tp):  # X | None -> X
+            options = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = options[0] if len(options) == 1 else None
+        if tp is not None and dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp).get(part)
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return None
+    return tp
+
+
+def _is_text(tp: Any) -> bool:
+    """True for ``str`` and ``str | None``: fields whose override value is taken as text."""
+    if tp is str:
+        return True
+    return _is_union(tp) and set(typing.get_args(tp)) == {str, type(None)}
+
+
+_NULLS = ("null", "Null", "NULL", "~")
+
+
+def parse_override(text: str, schema: type | None = None) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and value.
+
+    The value is parsed as YAML (``[a, b]``, ``{lora: 2e-4}``, ``true``, ``null``), except for
+    a string field of ``schema``, which keeps the text as written so that a revision
+    ``1.10`` or a name ``2024-01-01`` is not turned into a number or a date (quote it,
+    ``'...'``, to get YAML's reading). Numbers such as ``1e-4`` reach float fields as
+    strings and are converted there (``_coerce``).
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.path=value")
     key, raw = text.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override {text!r} has an empty key")
+    path = key.strip().split(".")
+    if raw == "":
+        return path, ""
+    if _is_text(field_type(schema, path)) and raw.strip() not in _NULLS \
+            and not raw.lstrip().startswith(("'", '"')):
+        return path, raw
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
-    return key.strip().split("."), value
+    return path, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply dotted overrides to raw config data (before typing, so errors stay strict)."""
+def apply_overrides(data: dict[str, Any], overrides: list[str],
+                    schema: type | None = None) -> dict[str, Any]:
+    """A copy of raw config ``data`` with dotted overrides applied (before typing, so errors
+    stay strict). ``schema`` is the dataclass the data describes; it decides which values
+    stay text. The caller's mapping is never changed."""
+    data = copy.deepcopy(data)
     for text in overrides:
-        path, value = parse_override(text)
+        path, value = parse_override(text, schema)
         node = data
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
         node[path[-1]] = value
-    return data
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, naming the file in any error."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
 
 
@@ -429,20 +514,31 @@ def validate_model_config(cfg: ModelConfig, num_llm_layers: int | None = None) -
         validate_modality(name, mod, num_llm_layers)
 
 
+def _is_training_config(data: dict[str, Any]) -> bool:
+    return isinstance(data.get("model"), dict) and "llm" not in data
+
+
 def load_model_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None
                       ) -> ModelConfig:
-    """Load a model config from a YAML path (a model config, or a training config with a
-    ``model:`` section) or raw data, apply overrides, and validate it."""
+    """Load a model config and validate it.
+
+    ``source`` is a YAML path, a shipped config's name (``offline-default``,
+    ``projects/mu-llama/train``: ``resolve_config_path``) or raw data; a model config, or a
+    training config whose ``model:`` section is used. Dotted ``overrides`` are relative to
+    the model (``llm.policy=frozen``) and applied before presets are expanded. The caller's
+    data is never changed.
+    """
     if isinstance(source, dict):
-        data = source
-        where = "<dict>"
+        data, where = copy.deepcopy(source), "<dict>"
     else:
-        data = read_yaml(source)
-        where = str(source)
-    if "model" in data and isinstance(data["model"], dict) and "llm" not in data:
-        data = data["model"]
-    # Overrides write into nested mappings: never into the caller's own data.
-    data = apply_overrides(copy.deepcopy(data), overrides or [])
+        data, path = read_config(source)
+        where = str(path)
+    # Which kind the file is can hide behind a top-level preset: look at it composed.
+    if _is_training_config(compose(data, where)):
+        data["model"] = apply_overrides(data.get("model") or {}, overrides or [], ModelConfig)
+        data = compose(data, where)["model"]
+    else:
+        data = compose(apply_overrides(data, overrides or [], ModelConfig), where)
     try:
         cfg = from_dict(ModelConfig, data)
         validate_model_config(cfg)

@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mullm.errors import ConfigError
-
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "configs" / "quickstart.yaml"
+# A shipped config's name: found in a checkout and in an installed package alike.
+CONFIG = "quickstart"
 
 FULL = {"clips": 360, "min_s": 5.0, "max_s": 8.0, "per_clip": 2, "eval_clips": 30}
 TINY = {"clips": 16, "min_s": 3.0, "max_s": 4.0, "per_clip": 1, "eval_clips": 3}
@@ -45,9 +43,9 @@ def prepare_data(corpus_meta: Path, data_dir: Path, per_clip: int, seed: int = 0
     would give its answer away); the validation questions stay one per conversation, as
     scored.
     """
-    from mullm.data.augment import pack_by_clip, template_conversations
     from mullm.data.corpus import read_metadata
     from mullm.data.schema import write_conversations
+    from mullm.data.templates import pack_by_clip, template_conversations
 
     rows = read_metadata(corpus_meta)
     convs = template_conversations(rows, meta_dir=corpus_meta.parent, out_dir=data_dir,
@@ -86,14 +84,14 @@ def run_quickstart(out: str | Path = "runs/quickstart", tiny: bool = False,
                    llm: str | None = None, overrides: list[str] | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Build data, train, evaluate, caption; returns the summary (also in OUT/summary.json)."""
+    from mullm.config import resolve_config_path
     from mullm.data.corpus import build_corpus
     from mullm.eval.closed import closed_items, evaluate_closed, format_table
     from mullm.model import MusicLLM
     from mullm.train.config import load_train_config
     from mullm.train.trainer import train
 
-    if not CONFIG.is_file():
-        raise ConfigError(f"{CONFIG} not found; run the quickstart from a clone of the repo")
+    config = resolve_config_path(CONFIG)
     size = TINY if tiny else FULL
     out = Path(out).resolve()
     times: dict[str, float] = {}
@@ -123,7 +121,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", tiny: bool = False,
         ov += TINY_OVERRIDES
     if llm:
         ov.append(f"model.llm.name_or_path={llm}")
-    cfg = load_train_config(CONFIG, ov + list(overrides or []))
+    cfg = load_train_config(config, ov + list(overrides or []))
     t1 = time.perf_counter()
     model_dir = train(cfg, overwrite=True)  # OUT/run is the quickstart's own folder
     times["train_s"] = time.perf_counter() - t1
@@ -158,7 +156,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", tiny: bool = False,
     times["total_s"] = time.perf_counter() - t0
     summary = {"model_dir": str(model_dir), "eval_split": split, "tiny": tiny,
                "closed": result["attributes"], "captions": captions, "times": times,
-               "config": str(CONFIG), "overrides": ov + list(overrides or [])}
+               "config": str(config), "overrides": ov + list(overrides or [])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nDone in {times['total_s'] / 60:.1f} min (data {times['data_s']:.0f} s, train "
           f"{times['train_s']:.0f} s, eval {times['eval_s']:.0f} s). Trained model: {model_dir}"

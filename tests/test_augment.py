@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mullm.data.augment import (
+from mullm.data.llm_augment import BANNED_PHRASES, InvalidOutput, llm_conversations, parse_reply
+from mullm.data.schema import read_conversations, write_conversations
+from mullm.data.templates import (
     FAMILY_CHOICES,
     KEY_CHOICES,
     closed_questions,
@@ -18,8 +20,6 @@ from mullm.data.augment import (
     pack_by_clip,
     template_conversations,
 )
-from mullm.data.llm_augment import BANNED_PHRASES, InvalidOutput, llm_conversations, parse_reply
-from mullm.data.schema import read_conversations, write_conversations
 
 
 def _row(i: int, **kw) -> dict:

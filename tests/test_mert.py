@@ -161,14 +161,12 @@ def test_strict_loading_lists_missing_and_unexpected(tmp_path: Path) -> None:
     assert str(bad) in msg
 
 
-def test_refuses_cqt_deepnorm_and_remote_code(tmp_path: Path) -> None:
+def test_refuses_cqt_deepnorm_and_wrong_settings(tmp_path: Path) -> None:
     for key in ("feature_extractor_cqt", "deepnorm"):
         folder = write_checkpoint(tmp_path / key, mert_config(**{key: True}))
         with pytest.raises(ModelLoadError, match=f"{key}=true"):
             _enc(folder)
     ok = write_checkpoint(tmp_path / "ok", mert_config())
-    with pytest.raises(ConfigError, match="trust_remote_code"):
-        _enc(ok, trust_remote_code=True)
     with pytest.raises(ConfigError, match="checkpoint expects 24000"):
         _enc(ok, sample_rate=16000)
     with pytest.raises(ConfigError, match="checkpoint is required"):

@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
         return 0 if n else 1
     rows, meta_dir = _rows(args, out)
     if args.mode == "templates":
-        from mullm.data.augment import template_conversations
+        from mullm.data.templates import template_conversations
 
         convs = template_conversations(rows, meta_dir=meta_dir, out_dir=out.parent,
                                        per_clip=args.per_clip, seed=args.seed,

@@ -1,11 +1,11 @@
 """``mullm extract``: encode a manifest's audio once into a feature cache.
 
-    mullm extract --config configs/encoders/mert-95m.yaml --manifest music/ --out feats/
+    mullm extract --config encoders/mert-95m --manifest music/ --out feats/
 
 ``--config`` is an encoder preset (EncoderConfig fields) or a model/training config, whose
-audio encoder is used. Rerunning into the same folder skips what is done; failed inputs go
-to OUT/errors.jsonl and the run goes on. The exit status is non-zero only when nothing
-succeeded.
+audio encoder is used: a YAML path or a shipped config's name (``mullm configs``).
+Rerunning into the same folder skips what is done; failed inputs go to OUT/errors.jsonl and
+the run goes on. The exit status is non-zero only when nothing succeeded.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 from mullm.config import (
     EncoderConfig,
     apply_overrides,
+    compose,
     from_dict,
     load_model_config,
-    read_yaml,
+    read_config,
     validate_encoder,
 )
 from mullm.errors import ConfigError, MullmError
@@ -32,7 +33,8 @@ HELP = "Encode audio files into a resumable feature cache (sharded safetensors +
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("--config", required=True,
-                        help="encoder preset YAML, or a model/training config YAML")
+                        help="encoder preset or model/training config: a YAML path or a "
+                             "shipped config's name (e.g. encoders/mert-95m)")
     parser.add_argument("--manifest", required=True, nargs="+",
                         help="JSONL, metadata.jsonl, CSV, folder, glob or audio files")
     parser.add_argument("--out", required=True, help="cache folder (created; resumable)")
@@ -53,24 +55,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def encoder_config_from_file(path: str, overrides: list[str] | None = None) -> EncoderConfig:
-    """Read an encoder preset, or the audio encoder of a model/training config."""
-    data = read_yaml(path)
+    """Read an encoder preset, or the audio encoder of a model/training config (a path or a
+    shipped config's name)."""
+    data, file = read_config(path)
     model_keys = {"llm", "modalities", "model"}
-    if model_keys & set(data):
-        cfg = load_model_config(path)
+    if model_keys & set(compose(data, file)):
+        cfg = load_model_config(file)
         if "audio" not in cfg.modalities:
-            raise ConfigError(f"{path}: the model has no audio modality to extract "
+            raise ConfigError(f"{file}: the model has no audio modality to extract "
                               f"(modalities: {sorted(cfg.modalities)})")
         enc = cfg.modalities["audio"].encoder
         if overrides:
-            raw = apply_overrides(dataclasses.asdict(enc), overrides)
+            raw = apply_overrides(dataclasses.asdict(enc), overrides, EncoderConfig)
             enc = from_dict(EncoderConfig, raw, prefix="encoder")
     else:
-        data = apply_overrides(dict(data), overrides or [])
+        data = compose(apply_overrides(data, overrides or [], EncoderConfig), file)
         try:
             enc = from_dict(EncoderConfig, data, prefix="encoder")
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError(f"{file}: {exc}") from None
     validate_encoder(enc)
     return enc
 

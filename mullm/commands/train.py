@@ -11,7 +11,9 @@ HELP = "Train a music LLM from a YAML config (stages, data mix, checkpoints, res
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the train options."""
-    parser.add_argument("--config", required=True, help="training YAML (model, data, stages)")
+    parser.add_argument("--config", required=True,
+                        help="training YAML (model, data, stages): a path or a shipped config's "
+                             "name, e.g. quickstart or projects/mu-llama/train (mullm configs)")
     parser.add_argument("--resume", default=None,
                         help="a checkpoint folder, or a run folder (its latest checkpoint)")
     parser.add_argument("--overwrite", action="store_true",

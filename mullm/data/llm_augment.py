@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mullm.data.augment import _relpath, instrument_phrase, join_words, key_name
 from mullm.data.procedural import PITCH_NAMES, pitch_class
 from mullm.data.schema import Conversation, append_errors
+from mullm.data.templates import audio_relpath, instrument_phrase, join_words, key_name
 
 Generate = Callable[[list[dict]], str]
 SOURCE = "mullm-llm"
@@ -221,7 +221,7 @@ def llm_conversations(rows: Sequence[dict], generate: Generate, *, model_name: s
                                              "model": model_name}])
             continue
         stats.ok += 1
-        audio = [_relpath(row, meta_dir, out_dir)]
+        audio = [audio_relpath(row, meta_dir, out_dir)]
         meta = {"clip": row["id"], "model": model_name, "attempts": len(errors) + 1}
         out.append(Conversation(
             id=f"{row['id']}-llm-caption", task="caption", audio=audio, split=row.get("split"),

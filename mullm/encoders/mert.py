@@ -113,12 +113,6 @@ class MERTEncoder(Encoder):
                 "encoder.checkpoint is required for mert: a hub id such as "
                 "'m-a-p/MERT-v1-95M' / 'm-a-p/MERT-v1-330M', or a local folder"
             )
-        if config.trust_remote_code:
-            raise ConfigError(
-                "encoder.trust_remote_code=true is refused for mert: MERT is loaded as a "
-                "stock HubertModel, and its remote code returns no hidden states under "
-                "current transformers; set it to false"
-            )
         known = {"normalize", "window_batch", "pad_multiple_s"}
         unknown = sorted(set(config.options) - known)
         if unknown:

@@ -1,6 +1,6 @@
 """Closed-question evaluation: does the model know the key, mode, tempo, metre, instrument?
 
-Each held-out clip gets the fixed questions of ``mullm.data.augment.closed_questions`` (one
+Each held-out clip gets the fixed questions of ``mullm.data.templates.closed_questions`` (one
 phrasing per attribute, the allowed answers listed). The model's answer is the allowed
 answer with the highest log-probability as the assistant reply (summed over the answer's
 tokens and the end-of-turn marker), so a model that cannot phrase an answer is still scored
@@ -49,7 +49,7 @@ def closed_items(metadata: str | Path, split: str | None = "test",
                  attributes: tuple[str, ...] | list[str] = ATTRIBUTES,
                  max_clips: int | None = None) -> list[ClosedItem]:
     """Questions for the clips of ``metadata.jsonl`` in ``split`` (None: every clip)."""
-    from mullm.data.augment import closed_questions
+    from mullm.data.templates import closed_questions
 
     metadata = Path(metadata)
     rows = [json.loads(x) for x in metadata.read_text().splitlines() if x.strip()]

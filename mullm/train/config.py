@@ -3,10 +3,12 @@
 
 Stages and data sources are mappings (name -> settings), not lists, so every value can be
 overridden from the command line: ``stages.adapter.steps=50``, ``data.train.qa.weight=2``.
+A training YAML builds on presets like any config (``preset:``, see ``mullm.config_files``).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,9 @@ import yaml
 from mullm.config import (
     ModelConfig,
     apply_overrides,
+    compose,
     from_dict,
-    read_yaml,
+    read_config,
     to_dict,
     validate_model_config,
 )
@@ -161,8 +164,10 @@ def validate_train_config(cfg: TrainConfig) -> None:
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make data paths relative to the config file absolute (cwd-independent runs)."""
+    sections = data.get("data")
     for section in ("train", "eval"):
-        for src in (data.get("data", {}) or {}).get(section, {}).values() or []:
+        sources = sections.get(section) if isinstance(sections, dict) else None
+        for src in sources.values() if isinstance(sources, dict) else []:
             if isinstance(src, dict) and isinstance(src.get("path"), str):
                 p = Path(src["path"]).expanduser()
                 if not p.is_absolute() and not p.exists() and (base / p).exists():
@@ -171,13 +176,18 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
 def load_train_config(source: str | Path | dict[str, Any],
                       overrides: list[str] | None = None) -> TrainConfig:
-    """Load a training YAML (or raw data), apply dotted overrides, and validate it."""
+    """Load a training config, apply dotted overrides, expand its presets, and validate it.
+
+    ``source`` is a YAML path, a shipped config's name (``quickstart``,
+    ``projects/llark/train``) or raw data, which is never changed.
+    """
     if isinstance(source, dict):
-        data, where = dict(source), "<dict>"
+        data, where = copy.deepcopy(source), "<dict>"
     else:
-        data, where = read_yaml(source), str(source)
-        _resolve_paths(data, Path(source).resolve().parent)
-    data = apply_overrides(data, overrides or [])
+        data, path = read_config(source)
+        where = str(path)
+        _resolve_paths(data, path.resolve().parent)  # the paths this file states
+    data = compose(apply_overrides(data, overrides or [], TrainConfig), where)
     try:
         cfg = from_dict(TrainConfig, data)
         validate_train_config(cfg)

@@ -387,7 +387,9 @@ GENERATORS = {
 }
 
 
-def _relpath(row: dict, meta_dir: Path, out_dir: Path) -> str:
+def audio_relpath(row: dict, meta_dir: Path, out_dir: Path) -> str:
+    """A metadata row's audio path (relative to ``meta_dir``) made relative to ``out_dir``,
+    where the conversations are written (conversation paths are relative to their file)."""
     p = Path(row["audio"])
     p = p if p.is_absolute() else meta_dir / p
     return os.path.relpath(p.resolve(), out_dir.resolve())
@@ -417,7 +419,7 @@ def template_conversations(rows: Sequence[dict], *, meta_dir: str | os.PathLike,
     names = sorted(GENERATORS)
     out: list[Conversation] = []
     for row in rows:
-        audio = _relpath(row, meta_dir, out_dir)
+        audio = audio_relpath(row, meta_dir, out_dir)
         same_split = by_split[row.get("split")]
         made = 0
         tries = 0
@@ -432,7 +434,9 @@ def template_conversations(rows: Sequence[dict], *, meta_dir: str | os.PathLike,
             turns = []
             for u, a in qa:
                 turns += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
-            media = [audio] + ([_relpath(other, meta_dir, out_dir)] if name == "compare" else [])
+            media = [audio]
+            if name == "compare":
+                media.append(audio_relpath(other, meta_dir, out_dir))
             # clip_source "mir" marks labels that were estimated, not known
             meta = {"clip": row["id"], "template": name, "clip_source": row.get("source"),
                     **meta}
