@@ -36,7 +36,7 @@ def load(source: str | Path | ModelConfig, overrides: list[str] | None = None,
     (``mullm.load("offline-default")``); see ``MusicLLM.load``."""
     from mullm.model import MusicLLM
 
-    return MusicLLM.load(resolve_model_source(source), overrides=overrides, **kwargs)
+    return MusicLLM.load(source, overrides=overrides, **kwargs)
 
 
 __all__ = ["__version__", "load", "resolve_model_source"]

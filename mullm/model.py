@@ -30,7 +30,7 @@ from torch import nn
 from mullm.adapters import build_adapter
 from mullm.config import ModelConfig, load_model_config, validate_model_config
 from mullm.encoders import LayerSelector, build_encoder
-from mullm.errors import ConfigError, ModelLoadError
+from mullm.errors import ConfigError
 from mullm.injection import (
     CrossAttentionInjector,
     MediaState,
@@ -434,23 +434,20 @@ class MusicLLM(ModelIOMixin, nn.Module):
     @classmethod
     def load(cls, source: str | Path | ModelConfig, overrides: list[str] | None = None,
              **kwargs: Any) -> MusicLLM:
-        """A model directory (trained) or a config YAML / ``ModelConfig`` (untrained
-        adapters).
+        """A model directory (trained), or a config (untrained adapters): a ``ModelConfig``,
+        a YAML path, or the name of a shipped config (``"offline-default"``).
 
         Raises:
-            ModelLoadError: neither a model directory nor a config file.
+            ModelLoadError: neither a model directory nor a config (the known names listed).
         """
+        from mullm import resolve_model_source
+
         if isinstance(source, ModelConfig):
             return cls(source)
-        p = Path(source)
-        if p.is_dir():
-            return cls.from_pretrained(p, overrides, **kwargs)
-        if p.is_file() and p.suffix in (".yaml", ".yml"):
-            return cls(load_model_config(p, overrides))
-        raise ModelLoadError(
-            f"--model {source}: expected a model directory (with config.yaml and "
-            f"trainable.safetensors) or a config .yaml file"
-        )
+        resolved = resolve_model_source(source)
+        if Path(resolved).is_dir():
+            return cls.from_pretrained(resolved, overrides, **kwargs)
+        return cls(load_model_config(resolved, overrides))
 
 
 def causal_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,6 @@ from mullm.llm import DEFAULT_CHAT_TEMPLATE, load_llm, load_tokenizer, resolve_l
 from mullm.model import MusicLLM
 from mullm.testing import make_tiny_llm
 
-
 ARCHS = ["llama", "qwen2", "mistral", "gemma3"]
 
 
