@@ -1,6 +1,6 @@
 """Caption audio files in batch: the same as ``mullm caption`` (see docs/captioning.md).
 
-    python tools/caption.py --model runs/quickstart/final --input music/ --out captions.jsonl
+    python tools/caption.py --model runs/quickstart/run/model --input music/ --out captions.jsonl
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``mullm chat``: one answer about an audio file, printed to stdout.
 
-    mullm chat --model runs/quickstart/final --audio song.wav --prompt "What key is this in?"
+    mullm chat --model runs/quickstart/run/model --audio song.wav --prompt "What key is this in?"
 
 With ``--stream`` the answer is printed as it is generated.
 """
