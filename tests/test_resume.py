@@ -51,13 +51,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return work, cfg
 
 
-def test_sigkill_and_resume_matches_uninterrupted(setup: tuple[Path, dict]) -> None:
+@pytest.fixture(scope="module")
+def reference_run(setup: tuple[Path, dict]) -> Path:
+    """A run that never stopped: its losses are the reference, its folder a checkpoint."""
     work, cfg = setup
-    ref_cfg = dict(cfg, output_dir=str(work / "ref"))
-    run_cfg = dict(cfg, output_dir=str(work / "killed"))
-    (work / "ref.yaml").write_text(yaml.safe_dump(ref_cfg))
-    (work / "run.yaml").write_text(yaml.safe_dump(run_cfg))
+    (work / "ref.yaml").write_text(yaml.safe_dump(dict(cfg, output_dir=str(work / "ref"))))
     subprocess.run(_cmd(work / "ref.yaml"), env=_env(), check=True, capture_output=True)
+    return work / "ref"
+
+
+def test_sigkill_and_resume_matches_uninterrupted(setup: tuple[Path, dict],
+                                                  reference_run: Path) -> None:
+    work, cfg = setup
+    run_cfg = dict(cfg, output_dir=str(work / "killed"))
+    (work / "run.yaml").write_text(yaml.safe_dump(run_cfg))
 
     proc = subprocess.Popen(_cmd(work / "run.yaml"), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -78,18 +85,17 @@ def test_sigkill_and_resume_matches_uninterrupted(setup: tuple[Path, dict]) -> N
                          env=_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed from" in res.stderr
-    ref, got = _losses(work / "ref"), _losses(work / "killed")
+    ref, got = _losses(reference_run), _losses(work / "killed")
     assert sorted(got) == list(range(1, STEPS + 1))
     # Bitwise: the same floats for every step, before and after the kill.
     assert got == ref
     assert len([s for s in ref if s > KILL_AT]) >= STEPS - KILL_AT
 
 
-def test_resume_from_another_config_is_refused(setup: tuple[Path, dict]) -> None:
+def test_resume_from_another_config_is_refused(setup: tuple[Path, dict],
+                                               reference_run: Path) -> None:
     work, cfg = setup
-    src = work / "ref" if (work / "ref").exists() else None
-    if src is None:
-        pytest.skip("needs the reference run of the previous test")
+    src = reference_run
     other = dict(cfg, output_dir=str(work / "other"))
     other["stages"] = {"main": dict(cfg["stages"]["main"], lr=1e-2)}
     (work / "other.yaml").write_text(yaml.safe_dump(other))
