@@ -5,7 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 version = {}
-for line in Path("mullm/__init__.py").read_text().splitlines():
+for line in Path("mullm/_version.py").read_text().splitlines():
     if line.startswith("__version__"):
         version["v"] = line.split("=")[1].strip().strip('"')
 

@@ -9,25 +9,8 @@ if TYPE_CHECKING:
     from mullm.config import ModelConfig
     from mullm.model import MusicLLM
 
-__version__ = "0.1.0"
-
-
-def resolve_model_source(source: str | Path | ModelConfig) -> str | Path | ModelConfig:
-    """What ``MusicLLM.load`` takes for ``source``: a model directory or a config object as
-    given, a YAML path, or the file of a shipped config named by ``source``.
-
-    ``"offline-default"`` -> ``.../configs/models/offline-default.yaml``. An existing path
-    always wins over a name; neither raises ``ModelLoadError`` with the known names.
-    """
-    from mullm.config import ModelConfig, resolve_config_path
-    from mullm.errors import ConfigError, ModelLoadError
-
-    if isinstance(source, ModelConfig) or Path(source).expanduser().exists():
-        return source
-    try:
-        return resolve_config_path(source)
-    except ConfigError as exc:
-        raise ModelLoadError(f"{source!r} is not a model directory. {exc}") from None
+from mullm._version import __version__
+from mullm.config import resolve_model_source
 
 
 def load(source: str | Path | ModelConfig, overrides: list[str] | None = None,

@@ -26,7 +26,7 @@ def _command_modules() -> list:
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="mullm", description="Music language models.")
-    from mullm import __version__
+    from mullm._version import __version__
 
     parser.add_argument("--version", action="version", version=f"mullm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

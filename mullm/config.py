@@ -36,7 +36,8 @@ __all__ = [
     "AdapterConfig", "ConfigError", "EncoderConfig", "InjectionConfig", "LLMConfig",
     "LoRAConfig", "ModalityConfig", "ModelConfig", "apply_overrides", "compose", "field_type",
     "from_dict", "load_model_config", "parse_override", "read_config", "read_yaml",
-    "resolve_config_path", "to_dict", "validate_adapter", "validate_encoder",
+    "resolve_config_path", "resolve_model_source", "to_dict", "validate_adapter",
+    "validate_encoder",
     "validate_modality", "validate_model_config",
 ]
 
@@ -545,3 +546,20 @@ def load_model_config(source: str | Path | dict[str, Any], overrides: list[str] 
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return cfg
+
+
+def resolve_model_source(source: Any) -> Any:
+    """What ``MusicLLM.load`` takes for ``source``: a model directory or a config object as
+    given, a YAML path, or the file of a shipped config named by ``source``.
+
+    ``"offline-default"`` -> ``.../configs/models/offline-default.yaml``. An existing path
+    always wins over a name; neither raises ``ModelLoadError`` with the known names.
+    """
+    from mullm.errors import ModelLoadError
+
+    if isinstance(source, ModelConfig) or Path(source).expanduser().exists():
+        return source
+    try:
+        return resolve_config_path(source)
+    except ConfigError as exc:
+        raise ModelLoadError(f"{source!r} is not a model directory. {exc}") from None

@@ -440,7 +440,7 @@ class MusicLLM(ModelIOMixin, nn.Module):
         Raises:
             ModelLoadError: neither a model directory nor a config (the known names listed).
         """
-        from mullm import resolve_model_source
+        from mullm.config import resolve_model_source
 
         if isinstance(source, ModelConfig):
             return cls(source)

@@ -22,7 +22,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mullm import __version__
+from mullm._version import __version__
 from mullm.config import ModelConfig, load_model_config, to_dict
 from mullm.errors import ModelLoadError
 
