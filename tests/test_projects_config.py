@@ -186,17 +186,21 @@ def test_unknown_name_lists_known_names_and_the_closest() -> None:
         resolve_config_path("/nope.yaml")
 
 
-def test_mullm_load_resolves_names_before_musicllm_load(monkeypatch: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
+def test_musicllm_load_resolves_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``MusicLLM.load`` (behind ``mullm.load`` and every ``--model``) takes shipped names."""
     from mullm.model import MusicLLM
 
     seen = []
-    monkeypatch.setattr(MusicLLM, "load", classmethod(
-        lambda cls, source, overrides=None, **kw: seen.append((source, overrides))))
+    monkeypatch.setattr(MusicLLM, "__init__", lambda self, cfg: seen.append(cfg) or None)
+    monkeypatch.setattr(MusicLLM, "from_pretrained", classmethod(
+        lambda cls, d, overrides=None, **kw: seen.append(("dir", d))))
     mullm.load("offline-default", ["llm.policy=frozen"])
-    assert seen[-1] == (ROOT / "configs/models/offline-default.yaml", ["llm.policy=frozen"])
+    assert seen[-1].llm.policy == "frozen" and seen[-1].modalities["audio"].encoder.name == \
+        "spectral"
+    MusicLLM.load("quickstart")  # a training config's model section
+    assert seen[-1].llm.lora.r == 16
     mullm.load(tmp_path)  # a model directory goes through as given
-    assert seen[-1][0] == tmp_path
+    assert seen[-1] == ("dir", tmp_path)
     with pytest.raises(ModelLoadError, match=r"'runs/nope' is not a model directory.*Known"):
         mullm.load("runs/nope")
 
