@@ -47,6 +47,7 @@ setup(
         "soxr",
         "tqdm",
         "tokenizers",
+        "filelock>=3.12",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mullm=mullm.cli:main"]},
