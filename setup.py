@@ -36,6 +36,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["mullm", "mullm.*"]),
+    # Data files read at run time through importlib.resources (not Python modules).
+    package_data={"mullm.data": ["music21_catalog.json"]},
     install_requires=[
         "torch==2.14.1",
         "transformers>=4.57",

@@ -220,7 +220,7 @@ def test_manifest_formats(tmp_path: Path) -> None:
 def test_manifest_errors_name_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "m.jsonl"
     bad.write_text('{"audio": "a.wav"}\n{oops\n')
-    with pytest.raises(DataError, match=r"m.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"m.jsonl:2: malformed JSON"):
         read_manifest(bad)
     bad.write_text('{"audio": "a.wav"}\n{"caption": "x"}\n')
     with pytest.raises(DataError, match=r"m.jsonl:2: no 'audio' field"):

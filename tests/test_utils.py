@@ -101,9 +101,9 @@ def test_jsonl_lines_and_errors_name_file_and_line(tmp_path: Path) -> None:
     assert [x.number for x in lines] == [1, 3, 4]  # blank lines skipped, numbers kept
     assert lines[0].object == {"a": 1} and lines[1].value == [1, 2]
     with pytest.raises(DataError, match=r"m\.jsonl:3: expected a JSON object, got list"):
-        lines[1].object
+        _ = lines[1].object
     with pytest.raises(DataError, match=r"m\.jsonl:4: malformed JSON \(.* at column 2\)"):
-        lines[2].value
+        _ = lines[2].value
 
 
 def test_jsonl_complete_only_drops_a_partial_last_line(tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mullm.data.augment import _relpath, instrument_phrase, join_words, key_name
-from mullm.data.procedural import PITCH_NAMES, pitch_class
 from mullm.data.schema import Conversation, append_errors
+from mullm.utils.music import PITCH_NAMES, pitch_class
 
 Generate = Callable[[list[dict]], str]
 SOURCE = "mullm-llm"

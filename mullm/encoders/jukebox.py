@@ -50,9 +50,9 @@ from mullm.encoders.weights import (
     load_weights_file,
     missing_weights_error,
     strip_prefix,
-    torch_dtype,
 )
 from mullm.errors import ConfigError, DataError, ModelLoadError
+from mullm.utils.dtypes import torch_dtype
 
 JUKEBOX_URLS = {
     "vqvae.pth.tar": "https://openaipublic.azureedge.net/jukebox/models/5b/vqvae.pth.tar",

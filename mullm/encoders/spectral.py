@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from mullm.config import EncoderConfig
 from mullm.encoders.base import Encoder, EncoderOutput, frame_mask
 from mullm.errors import ConfigError
+from mullm.utils.music import MODES, TEMPERLEY
 
 _DEFAULTS = {
     "n_mels": 64,
@@ -166,9 +167,7 @@ class SpectralEncoder(Encoder):
                 self.sample_rate, self.n_fft, float(opts["chroma_fmin"]),
                 float(opts["chroma_fmax"]))),
             persistent=False)
-        from mullm.data.mir import TEMPERLEY
-
-        major, minor = (torch.tensor(TEMPERLEY[m], dtype=torch.float32) for m in ("major", "minor"))
+        major, minor = (torch.tensor(TEMPERLEY[m], dtype=torch.float32) for m in MODES)
         profiles = torch.stack([torch.roll(major, k) for k in range(12)]
                                + [torch.roll(minor, k) for k in range(12)])
         profiles = profiles - profiles.mean(1, keepdim=True)
