@@ -16,14 +16,14 @@ from mullm.cli import main as cli_main
 from mullm.config import EncoderConfig
 from mullm.data.manifest import read_manifest
 from mullm.encoders import build_encoder
-from mullm.encoders.cache import (
+from mullm.errors import DataError
+from mullm.features import (
     CachedEncoder,
     FeatureCache,
     FeatureCacheWriter,
     StaleCacheError,
     extract_features,
 )
-from mullm.errors import DataError
 
 
 def _spectral(**kw: object) -> torch.nn.Module:
