@@ -21,6 +21,7 @@ from types import ModuleType
 import numpy as np
 
 from mullm.errors import AudioError
+from mullm.utils.files import check_input_file
 from mullm.utils.music import MODES, pitch_class
 
 # Extensions read by folder and glob manifests. soundfile decides what it can decode; this
@@ -59,14 +60,7 @@ _DECODE_ERRORS = (RuntimeError, OSError, ValueError, TypeError, EOFError)
 
 
 def _check_file(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: audio file not found")
-    if not path.is_file():
-        raise AudioError(f"{path}: not a regular file (expected an audio file)")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: file is empty (0 bytes)")
-    return path
+    return check_input_file(path, "audio", AudioError)
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:

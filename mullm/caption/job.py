@@ -42,13 +42,13 @@ if TYPE_CHECKING:
 class CaptionStats:
     """Counts and times for the final summary table."""
 
-    items: int = 0
-    skipped: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    audio_s: float = 0.0
-    wall_s: float = 0.0
-    previously_succeeded: int = 0
+    items: int = 0  # inputs of this run (of this shard)
+    skipped: int = 0  # already in the output file
+    succeeded: int = 0  # new records without an error
+    failed: int = 0  # new records with an error
+    audio_s: float = 0.0  # seconds of audio in the new successful records
+    wall_s: float = 0.0  # seconds the job took
+    previously_succeeded: int = 0  # skipped items whose record is a success
 
     def table(self) -> str:
         """A small fixed-width table for the end of a job."""

@@ -38,13 +38,13 @@ _ITEM_ERRORS = (OSError, ValueError, RuntimeError)
 class ExtractSummary:
     """Counts of one extraction run."""
 
-    extracted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    silent: int = 0
-    audio_seconds: float = 0.0
-    seconds: float = 0.0
-    errors: list[dict] = field(default_factory=list)
+    extracted: int = 0  # items added to the cache
+    skipped: int = 0  # inputs already cached
+    failed: int = 0  # inputs written to errors.jsonl
+    silent: int = 0  # extracted items below -60 dBFS throughout
+    audio_seconds: float = 0.0  # seconds of audio extracted
+    seconds: float = 0.0  # seconds the run took
+    errors: list[dict] = field(default_factory=list)  # this run's errors.jsonl records
 
     @property
     def succeeded(self) -> int:
