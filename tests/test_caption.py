@@ -320,3 +320,24 @@ def test_generation_failure_isolated_to_its_item(tmp_path):
     recs = {r["id"]: r for r in C.caption_files(fake, [str(tmp_path)], batch_size=2)}
     assert recs["good.wav"]["error"] is None
     assert "boom on 4000" in recs["bad.wav"]["error"]
+
+
+def test_generation_settings_reach_the_model_and_the_record(tmp_path):
+    write_wav(tmp_path / "a.wav", synth_clip(duration_s=0.5), 16000)
+    seen = []
+
+    class Recording(FakeModel):
+        def generate(self, conversations, media, seed=None, **kw):  # noqa: ANN001, ANN201
+            seen.append(kw)
+            return super().generate(conversations, media, seed=seed, **kw)
+
+    plain = C.caption_files(Recording(), [str(tmp_path)], max_new_tokens=7)[0]["generation"]
+    # The record keeps the keys it always had (older files resume).
+    assert list(plain) == ["max_new_tokens", "do_sample", "num_beams", "temperature", "top_p",
+                           "seed", "window_s", "hop_s", "summary", "warnings"]
+    assert seen[-1] == {"max_new_tokens": 7, "do_sample": False, "num_beams": 1,
+                        "temperature": 1.0, "top_p": 1.0}
+    extra = C.caption_files(Recording(), [str(tmp_path)], min_new_tokens=3)[0]["generation"]
+    assert extra["extra"] == {"min_new_tokens": 3} and seen[-1]["min_new_tokens"] == 3
+    with pytest.raises(ValueError, match=r"--top-p=0: must be in \(0, 1\]"):
+        C.caption_files(Recording(), [str(tmp_path)], top_p=0)
