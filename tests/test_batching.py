@@ -176,3 +176,23 @@ def test_wrong_result_count_fails_the_items_with_a_clear_message() -> None:
     assert "returned 0 results for 1 units" in job.failed["a"][0]
     with pytest.raises(ValueError, match="batch_size=0"):
         BatchEngine(job, 0)
+
+
+def test_follow_ups_into_the_first_lane_are_run_before_the_end() -> None:
+    class Again(FakeJob):
+        """After its summary round an item asks for one more window (first lane)."""
+
+        def follow_up(self, item: Item) -> list[tuple[str, Any]]:
+            if item.done_rounds < item.rounds:
+                return [("summary", item.name)]
+            if len(item.results) == item.n:
+                return [("window", (item.name, item.n))]
+            return []
+
+    job = Again()
+    # batch_size 1: the summary is queued when reading ends and runs in the final drain,
+    # whose follow-up then lands in the (empty) first lane.
+    items = [Item("a", 1, rounds=1)]
+    job.run(items, batch_size=1)
+    assert dict(job.finished) == {"a": 1}
+    assert items[0].results == {0: "a:0", 1: "a:1"}

@@ -163,7 +163,7 @@ class _Extraction(BatchJob[_Source]):
             self.bar.update(1)
             return
         windows = len(src.spans)
-        h = torch.cat([src.parts[w] for w in range(windows)], dim=1)
+        h = torch.cat([src.parts.pop(w) for w in range(windows)], dim=1)
         info = {"path": src.meta["path"], "content_sha256": src.meta["content_sha256"],
                 "id": src.id if src.id is not None else src.path,
                 "duration_s": src.samples / self.encoder.sample_rate,

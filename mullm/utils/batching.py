@@ -120,17 +120,27 @@ class BatchEngine:
         self.batch_size = batch_size
         self.isolate = isolate
         self.batches = 0  # batches run so far (the next batch's number)
+        self._unsettled = 0  # items read but not yet finished or failed
         self._queues: dict[str, list[Unit]] = {lane: [] for lane in job.lanes}
 
     def run(self, items: Iterable[Any]) -> None:
-        """Process every item; returns when each has been finished or failed."""
+        """Process every item; returns when each has been finished or failed.
+
+        Raises:
+            RuntimeError: an item was neither finished nor failed (an engine bug: never
+                lose an item silently).
+        """
         for item in items:
+            self._unsettled += 1
             self._read(_Entry(item))
         self._drain(final=True)
+        if self._unsettled:
+            raise RuntimeError(f"batching engine: {self._unsettled} item(s) neither "
+                               "finished nor failed")
 
     # ------------------------------------------------------------------ reading
     def _read(self, entry: _Entry) -> None:
-        units = self._open(entry)
+        units = self._units_of(entry)
         if units is not None:
             try:
                 while not entry.closed:
@@ -146,7 +156,7 @@ class BatchEngine:
         entry.reading = False
         self._settle(entry)
 
-    def _open(self, entry: _Entry) -> Iterator[Any] | None:
+    def _units_of(self, entry: _Entry) -> Iterator[Any] | None:
         """The item's unit iterator, or None when creating it failed the item."""
         try:
             return iter(self.job.read(entry.item))
@@ -175,14 +185,18 @@ class BatchEngine:
 
     # ------------------------------------------------------------------ batching
     def _drain(self, final: bool) -> None:
-        """Run full batches of the first lane (any batch when ``final``), each followed
-        by the follow-up lanes run to empty."""
+        """Run full batches of the first lane (any batch, until every lane is empty, when
+        ``final``), each followed by the follow-up lanes run to empty."""
         first = self._queues[self.job.lanes[0]]
-        while first and (final or len(first) >= self.batch_size):
-            self._run(self.job.lanes[0], self._take(self.job.lanes[0]))
-            self._run_follow_ups()
-        if final:
-            self._run_follow_ups()
+        while True:
+            while first and (final or len(first) >= self.batch_size):
+                self._run(self.job.lanes[0], self._take(self.job.lanes[0]))
+                self._run_follow_ups()
+            if not final:
+                return
+            self._run_follow_ups()  # follow-ups may queue first-lane units again
+            if not first:
+                return
 
     def _run_follow_ups(self) -> None:
         later = self.job.lanes[1:]
@@ -255,12 +269,14 @@ class BatchEngine:
                 self._push(entry, lane, payload)
             return
         entry.closed = True
+        self._unsettled -= 1
         self.job.finish(entry.item)
 
     def _fail(self, entry: _Entry, error: BaseException, unit: Unit | None) -> None:
         if entry.closed:
             return
         entry.closed = True
+        self._unsettled -= 1
         for queue in self._queues.values():
             queue[:] = [u for u in queue if u.entry is not entry]  # in place: drains hold it
         self.job.fail(entry.item, error, unit)
