@@ -43,7 +43,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["mullm", "mullm.*"]) + list(DATA_PACKAGES),
     package_dir=DATA_PACKAGES,
-    package_data={name: CONFIG_FILES for name in DATA_PACKAGES},
+    # Data files read at run time (not Python modules): the shipped configs and projects, and
+    # the music21 score catalogue.
+    package_data={**{name: CONFIG_FILES for name in DATA_PACKAGES},
+                  "mullm.data": ["music21_catalog.json"]},
     install_requires=[
         "torch==2.14.1",
         "transformers>=4.57",
@@ -55,6 +58,7 @@ setup(
         "soxr",
         "tqdm",
         "tokenizers",
+        "filelock>=3.12",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mullm=mullm.cli:main"]},

@@ -28,7 +28,7 @@ from benchmarks.extraction import machine, make_mert_checkpoint  # noqa: E402
 from mullm.audio import load_audio, pad_batch, synth_clip, write_wav  # noqa: E402
 from mullm.config import EncoderConfig  # noqa: E402
 from mullm.encoders import build_encoder  # noqa: E402
-from mullm.encoders.cache import CachedEncoder, extract_features  # noqa: E402
+from mullm.features import CachedEncoder, extract_features  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -21,6 +21,8 @@ from types import ModuleType
 import numpy as np
 
 from mullm.errors import AudioError
+from mullm.utils.files import check_input_file
+from mullm.utils.music import MODES, pitch_class
 
 # Extensions read by folder and glob manifests. soundfile decides what it can decode; this
 # list only decides which files in a folder are considered audio.
@@ -58,14 +60,7 @@ _DECODE_ERRORS = (RuntimeError, OSError, ValueError, TypeError, EOFError)
 
 
 def _check_file(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: audio file not found")
-    if not path.is_file():
-        raise AudioError(f"{path}: not a regular file (expected an audio file)")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: file is empty (0 bytes)")
-    return path
+    return check_input_file(path, "audio", AudioError)
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:
@@ -328,21 +323,6 @@ def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int,
 
 # ---------------------------------------------------------------------- synthetic clips
 
-PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-_ENHARMONIC = {"Db": "C#", "D#": "Eb", "Gb": "F#", "G#": "Ab", "A#": "Bb", "Cb": "B",
-               "E#": "F", "Fb": "E", "B#": "C"}
-
-
-def pitch_class(name: str) -> int:
-    """Pitch class 0..11 of a key name such as 'C', 'F#', 'Bb' (enharmonics accepted)."""
-    key = name.strip()
-    key = key[:1].upper() + key[1:]
-    key = _ENHARMONIC.get(key, key)
-    if key not in PITCH_CLASSES:
-        raise ValueError(f"unknown key {name!r}; expected one of {list(PITCH_CLASSES)}")
-    return PITCH_CLASSES.index(key)
-
-
 def _tone(freq: float, n: int, sr: int, timbre: str) -> np.ndarray:
     t = np.arange(n) / sr
     if timbre == "sine":
@@ -371,8 +351,8 @@ def synth_clip(key: str = "C", mode: str = "major", tempo_bpm: float = 100.0,
     Numpy only; used by tests and the README demo. Each beat re-attacks the current chord
     with a decaying envelope, so the key is audible in the chroma and the tempo in onsets.
     """
-    if mode not in ("major", "minor"):
-        raise ValueError(f"mode must be 'major' or 'minor', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if duration_s <= 0 or tempo_bpm <= 0:
         raise ValueError(f"duration_s and tempo_bpm must be > 0, got {duration_s}, {tempo_bpm}")
     rng = np.random.default_rng(seed)
@@ -430,7 +410,7 @@ def pad_batch(waves: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 __all__ = [
     "AUDIO_EXTENSIONS", "AudioInfo", "AudioWindow", "audio_info", "is_silent",
-    "iter_audio_windows", "load_audio", "pad_batch", "pitch_class", "resample", "rms_db",
+    "iter_audio_windows", "load_audio", "pad_batch", "resample", "rms_db",
     "split_windows", "synth_clip", "synth_tone", "synth_tone_clip", "to_mono",
     "validate_waveform", "window_starts", "write_wav",
 ]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mullm.errors import AudioError
+from mullm.utils.files import check_input_file, load_npy
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MIN_SIDE = 16  # pixels; smaller images carry no usable content for a 224-px encoder
@@ -89,13 +90,7 @@ def _pil():  # noqa: ANN202 - lazy import keeps `import mullm` light
 def open_image(path: str | os.PathLike, min_side: int = MIN_SIDE) -> object:
     """Open and fully decode an image as RGB, or raise ``ImageError`` naming the file."""
     Image, ImageOps = _pil()
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: image file not found")
-    if not path.is_file():
-        raise ImageError(f"{path}: not a regular file (expected an image file)")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: file is empty (0 bytes)")
+    path = check_input_file(path, "image", ImageError)
     try:
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, not inside an encoder
@@ -196,14 +191,7 @@ def load_video_frames(source: str | os.PathLike, spec: ImageSpec,
                             for i in _sample(len(files), num_frames)])
     if source.suffix.lower() != ".npy":
         raise ImageError(f"{source}: expected a folder of frames or a .npy array of frames")
-    if not source.is_file():
-        raise ImageError(f"{source}: video frame file not found")
-    if source.stat().st_size == 0:
-        raise ImageError(f"{source}: file is empty (0 bytes)")
-    try:
-        arr = np.load(source, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ImageError(f"{source}: not a readable .npy array ({exc})") from exc
+    arr = load_npy(source, ImageError, kind="video frame")
     if arr.ndim != 4 or 0 in arr.shape:
         raise ImageError(f"{source}: expected frames (F, H, W, 3) or (F, 3, H, W), "
                          f"got shape {arr.shape}")

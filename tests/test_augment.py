@@ -30,7 +30,7 @@ def _row(i: int, **kw) -> dict:
             "families": ["bass", "drums", "strings"], "style": "waltz", "source": "procedural",
             "piece": f"procedural/0/{i:05d}", "duration_s": 10.0, "split": "train"}
     base.update(kw)
-    from mullm.data.procedural import tempo_class
+    from mullm.utils.music import tempo_class
 
     base["tempo_class"] = tempo_class(base["tempo_bpm"])
     return base

@@ -16,14 +16,14 @@ from mullm.cli import main as cli_main
 from mullm.config import EncoderConfig
 from mullm.data.manifest import read_manifest
 from mullm.encoders import build_encoder
-from mullm.encoders.cache import (
+from mullm.errors import DataError
+from mullm.features import (
     CachedEncoder,
     FeatureCache,
     FeatureCacheWriter,
     StaleCacheError,
     extract_features,
 )
-from mullm.errors import DataError
 
 
 def _spectral(**kw: object) -> torch.nn.Module:
@@ -220,7 +220,7 @@ def test_manifest_formats(tmp_path: Path) -> None:
 def test_manifest_errors_name_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "m.jsonl"
     bad.write_text('{"audio": "a.wav"}\n{oops\n')
-    with pytest.raises(DataError, match=r"m.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"m.jsonl:2: malformed JSON"):
         read_manifest(bad)
     bad.write_text('{"audio": "a.wav"}\n{"caption": "x"}\n')
     with pytest.raises(DataError, match=r"m.jsonl:2: no 'audio' field"):

@@ -274,7 +274,7 @@ def test_shards_and_merge(env, tmp_path, capsys):
 
 
 class FakeModel:
-    """Stands in for MusicLLM.generate: records batches, answers from the inputs."""
+    """Stands in for MusicLLM.generate_text: records batches, answers from the inputs."""
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.config = from_dict(ModelConfig, {"modalities": {"audio": {"encoder": {
@@ -283,7 +283,8 @@ class FakeModel:
         self.calls: list[tuple[str, int]] = []
         self.fail_on = fail_on
 
-    def generate(self, conversations, media, seed=None, **kw):  # noqa: ANN001, ANN201
+    def generate_text(self, conversations, media, generation_config=None,  # noqa: ANN001, ANN201
+                      seed=None):
         if media is None:
             self.calls.append(("text", len(conversations)))
             return [f"S({c[0]['content'].count(chr(10)) - 1})" for c in conversations]
@@ -320,3 +321,25 @@ def test_generation_failure_isolated_to_its_item(tmp_path):
     recs = {r["id"]: r for r in C.caption_files(fake, [str(tmp_path)], batch_size=2)}
     assert recs["good.wav"]["error"] is None
     assert "boom on 4000" in recs["bad.wav"]["error"]
+
+
+def test_generation_settings_reach_the_model_and_the_record(tmp_path):
+    write_wav(tmp_path / "a.wav", synth_clip(duration_s=0.5), 16000)
+    seen = []
+
+    class Recording(FakeModel):
+        def generate_text(self, conversations, media, generation_config=None,  # noqa: ANN001, ANN201
+                          seed=None):
+            seen.append(generation_config.to_diff_dict())
+            return super().generate_text(conversations, media, generation_config, seed)
+
+    plain = C.caption_files(Recording(), [str(tmp_path)], max_new_tokens=7)[0]["generation"]
+    # The record keeps the keys it always had (older files resume).
+    assert list(plain) == ["max_new_tokens", "do_sample", "num_beams", "temperature", "top_p",
+                           "seed", "window_s", "hop_s", "summary", "warnings"]
+    assert seen[-1]["max_new_tokens"] == 7
+    assert seen[-1].get("do_sample", False) is False and seen[-1].get("num_beams", 1) == 1
+    extra = C.caption_files(Recording(), [str(tmp_path)], min_new_tokens=3)[0]["generation"]
+    assert extra["extra"] == {"min_new_tokens": 3} and seen[-1]["min_new_tokens"] == 3
+    with pytest.raises(ValueError, match=r"--top-p=0: must be in \(0, 1\]"):
+        C.caption_files(Recording(), [str(tmp_path)], top_p=0)

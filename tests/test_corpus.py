@@ -14,6 +14,8 @@ import soundfile as sf
 
 from mullm.data import corpus as C
 from mullm.data import procedural as P
+from mullm.errors import DataError
+from mullm.utils.music import PITCH_NAMES, tempo_class
 
 N, SEED, MIN_S, MAX_S = 6, 11, 4.0, 7.0
 
@@ -40,8 +42,8 @@ def test_metadata_fields_and_audio(built: Path) -> None:
     assert not (built / "errors.jsonl").read_text().strip()
     for r in rows:
         assert tuple(r) == C.METADATA_FIELDS
-        assert r["key"] in P.PITCH_NAMES and r["mode"] in ("major", "minor")
-        assert r["tempo_class"] == P.tempo_class(r["tempo_bpm"])
+        assert r["key"] in PITCH_NAMES and r["mode"] in ("major", "minor")
+        assert r["tempo_class"] == tempo_class(r["tempo_bpm"])
         assert r["metre"] == P.METRES[r["time_signature"]].metre
         assert r["split"] in ("train", "valid", "test")
         info = sf.info(built / r["audio"])
@@ -61,7 +63,7 @@ def test_procedural_labels_match_generator(built: Path) -> None:
             continue
         notes, programs, labels, inst, fams, _ = C._procedural_notes(s)
         r = rows[s["id"]]
-        assert r["key"] == P.PITCH_NAMES[s["tonic"]] == labels["key"]
+        assert r["key"] == PITCH_NAMES[s["tonic"]] == labels["key"]
         assert r["mode"] == s["mode"] and r["tempo_bpm"] == s["tempo_bpm"]
         assert r["time_signature"] == s["metre"] and r["style"] == s["style"]
         assert r["instruments"] == inst and r["families"] == fams
@@ -84,7 +86,7 @@ def test_score_labels_match_music21(built: Path) -> None:
         score = load_score(e)
         tonic, mode = (check_chorale if e.collection == "chorale" else check_folk)(score)
         r = rows[s["id"]]
-        assert r["key"] == P.PITCH_NAMES[(tonic + s["shift"]) % 12] and r["mode"] == mode
+        assert r["key"] == PITCH_NAMES[(tonic + s["shift"]) % 12] and r["mode"] == mode
         assert r["piece"].startswith(e.path)
 
 
@@ -137,7 +139,7 @@ def test_plan_variety() -> None:
     proc = [s for s in specs if s["kind"] == "procedural"]
     assert {s["metre"] for s in proc} == set(P.METRES)
     assert {s["style"] for s in proc} == set(P.STYLES)
-    assert {P.tempo_class(s["tempo_bpm"]) for s in specs} == {"slow", "moderate", "fast"}
+    assert {tempo_class(s["tempo_bpm"]) for s in specs} == {"slow", "moderate", "fast"}
     single = sum(1 for s in specs if s.get("single_family")) / len(proc)
     assert 0.2 < single < 0.4
 
@@ -195,3 +197,19 @@ def test_soundfont_fallback_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert len(y) == int(round(0.8 * 22050)) and np.abs(y).max() > 0
     with pytest.raises(FileNotFoundError, match="soundfont"):
         render.find_soundfont(tmp_path / "nope.sf2")
+
+
+def test_score_catalogue_is_package_data_in_the_writers_format(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from mullm.data import scores as S
+
+    shipped = resources.files("mullm.data").joinpath(S.CATALOG_FILE).read_text("utf-8")
+    entries = S.load_catalog()
+    assert len(entries) > 2000 and {e.collection for e in entries} == {"chorale", "folk"}
+    version = json.loads(shipped)["music21_version"]
+    # What `python -m mullm.data.scores` writes reads back to the same entries, byte for byte.
+    assert S.catalog_json(entries, version) == shipped
+    (tmp_path / "bad.json").write_text('{"fields": ["path"], "entries": []}')
+    with pytest.raises(DataError, match=r"bad\.json: fields \['path'\]"):
+        S.load_catalog(tmp_path / "bad.json")

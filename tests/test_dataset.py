@@ -134,3 +134,53 @@ def test_bad_input_is_named(env: tuple[MusicLLM, Path], tmp_path: Path) -> None:
     ds = ConversationDataset([Source(str(one))], media_specs(model))
     with pytest.raises(DataError, match=first["id"]):
         ds[0]
+
+
+def test_cached_features_are_served_by_stored_key_without_touching_audio(
+        env: tuple[MusicLLM, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mullm.audio
+    import mullm.features.cache
+    from mullm.audio import synth_clip, write_wav
+    from mullm.features import extract_features
+    from mullm.processor import Features
+
+    model, _ = env
+    conv = toy_conversations(make_toy_collection(tmp_path / "toy", n=3, duration_s=1.0),
+                             tmp_path / "conv.jsonl")
+    audio = sorted(str(p) for p in (tmp_path / "toy" / "audio").glob("*.wav"))
+    enc = model.encoders["audio"]
+    extract_features(enc, audio, tmp_path / "feats", progress=False)
+    # Spy on everything that reads an audio file: hashing, decoding, header reads.
+    calls: list[str] = []
+    for module, name in ((mullm.features.cache, "file_sha256"), (mullm.audio, "load_audio"),
+                         (mullm.audio, "audio_info")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name,
+                            lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+
+    def build() -> ConversationDataset:
+        return ConversationDataset([Source(str(conv))], media_specs(model),
+                                   feature_cache=str(tmp_path / "feats"), encoder=enc)
+
+    ds = build()
+    first = [ds[i]["media"]["audio"][0] for i in range(len(ds))]
+    ds.lengths(model)
+    assert calls == []  # unchanged files: found by their recorded path, never read
+    assert all(isinstance(f, Features) for f in first)
+    for p in audio:  # LLark-style: once cached, the audio may go
+        Path(p).unlink()
+    ds = build()
+    again = [ds[i]["media"]["audio"][0] for i in range(len(ds))]
+    assert calls == []
+    assert all(torch.equal(a.hidden_states, b.hidden_states) for a, b in zip(first, again))
+    batch = Collator(model.processor)([ds[0], ds[4]])
+    out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels", "media")})
+    assert torch.isfinite(out["loss"])
+    # A changed file is hashed (once, at construction) and decoded, never served stale.
+    write_wav(audio[0], synth_clip("F#", duration_s=1.0), 16000)
+    ds = build()
+    assert calls == ["file_sha256"]
+    got = [ds[i]["media"]["audio"][0] for i in range(len(ds))]
+    fresh = [i for i, c in enumerate(ds.items) if str(c.audio_paths()[0]) == audio[0]]
+    assert fresh and all(isinstance(got[i], torch.Tensor) for i in fresh)
+    assert sum(isinstance(g, Features) for g in got) == len(got) - len(fresh)

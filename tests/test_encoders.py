@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from mullm.audio import pad_batch, pitch_class, synth_clip, synth_tone
+from mullm.audio import pad_batch, synth_clip, synth_tone
 from mullm.config import EncoderConfig
 from mullm.encoders import ENCODERS, LayerSelector, build_encoder
 from mullm.encoders.spectral import SpectralEncoder
 from mullm.encoders.tiny import TinyAudioEncoder, TinyImageEncoder
 from mullm.errors import ConfigError
+from mullm.utils.music import pitch_class
 
 AUDIO_ENCODERS = ["spectral", "tiny_audio"]
 

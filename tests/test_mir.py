@@ -12,7 +12,7 @@ import soundfile as sf
 
 from mullm.data import mir  # noqa: E402
 from mullm.data.audio_augment import augment_metadata, augment_row, op_name, parse_op  # noqa: E402
-from mullm.data.procedural import PITCH_NAMES, pitch_class  # noqa: E402
+from mullm.utils.music import KRUMHANSL, PITCH_NAMES, pitch_class  # noqa: E402
 
 SR = 22050
 
@@ -56,7 +56,7 @@ def test_key_from_synthetic_cadence(tonic: int, minor: bool) -> None:
 
 def test_key_scores_on_profiles() -> None:
     # a profile correlates perfectly with itself rotated to its own key
-    s = mir.key_scores(np.roll(np.array(mir.KRUMHANSL["minor"]), 4), "krumhansl")
+    s = mir.key_scores(np.roll(np.array(KRUMHANSL["minor"]), 4), "krumhansl")
     assert int(np.argmax(s)) == 12 + 4 and s.max() == pytest.approx(1.0)
 
 

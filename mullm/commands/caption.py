@@ -78,12 +78,19 @@ def load_model(source: str, overrides: list[str] | None = None, device: str = "a
 
 def main(args: argparse.Namespace) -> int:
     """Run the job; print the summary table."""
-    from mullm.caption import DEFAULT_PROMPT, GenerationSettings, parse_shard, run_caption_job
+    from mullm.caption import (
+        DEFAULT_PROMPT,
+        CaptionSettings,
+        generation_config,
+        parse_shard,
+        run_caption_job,
+    )
 
     try:
-        settings = GenerationSettings(
-            max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
-            num_beams=args.num_beams, temperature=args.temperature, top_p=args.top_p,
+        settings = CaptionSettings(
+            generation_config(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                              num_beams=args.num_beams, temperature=args.temperature,
+                              top_p=args.top_p),
             seed=args.seed, window_s=args.window_s, hop_s=args.hop_s, summary=args.summary)
         settings.validate()
         shard = parse_shard(args.shard) if args.shard else None

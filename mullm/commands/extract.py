@@ -93,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
 
     from mullm.data.manifest import read_manifest
     from mullm.encoders import build_encoder
-    from mullm.encoders.cache import extract_features
+    from mullm.features import extract_features
 
     try:
         enc_cfg = encoder_config_from_file(args.config, args.overrides)

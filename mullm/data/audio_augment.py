@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mullm.data.procedural import PITCH_NAMES, pitch_class, tempo_class
+from mullm.utils.music import PITCH_NAMES, pitch_class, tempo_class
 
 
 def pitch_shift(y: np.ndarray, sr: int, n_steps: float) -> np.ndarray:

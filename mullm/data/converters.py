@@ -38,6 +38,8 @@ from pathlib import Path
 
 from mullm.data.schema import Conversation, append_errors, validate_conversation
 from mullm.errors import DataError
+from mullm.utils.atomic import atomic_open
+from mullm.utils.jsonl import iter_jsonl
 
 Record = tuple[int, dict]  # (line number, row)
 
@@ -65,13 +67,12 @@ def _iter_json(path: Path, list_key: str | None = None) -> Iterator[Record]:
             r'"' + re.escape(list_key) + r'"\s*:\s*\[', text):
         start = re.search(r'"' + re.escape(list_key) + r'"\s*:\s*\[', text).end()
     else:  # JSON Lines
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
+        for line in iter_jsonl(path):
             try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield i, DataError(f"{path}:{i}: malformed JSON ({e.msg})")
+                value = line.value
+            except DataError as e:
+                value = e
+            yield line.number, value
         return
     i = start
     while True:
@@ -308,8 +309,8 @@ def convert(fmt: str, inp: str | os.PathLike, out: str | os.PathLike, *,
     errors_path = Path(errors_path) if errors_path else out_dir / "errors.jsonl"
     written, bad = 0, 0
     seen: set[str] = set()
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    # Written atomically: a failure (or --skip-bad off) leaves no half-converted file.
+    with atomic_open(out) as f:
         for line, row in reader(inp):
             where = f"{inp}:{line}"
             try:
@@ -335,7 +336,6 @@ def convert(fmt: str, inp: str | os.PathLike, out: str | os.PathLike, *,
             except DataError as e:
                 msg = str(e) if str(e).startswith(str(inp)) else f"{where}: {e}"
                 if not skip_bad:
-                    tmp.unlink(missing_ok=True)
                     raise DataError(msg) from None
                 append_errors(errors_path, [{"input": where, "error": msg}])
                 bad += 1
@@ -344,5 +344,4 @@ def convert(fmt: str, inp: str | os.PathLike, out: str | os.PathLike, *,
                 seen.add(c.id)
                 f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
                 written += 1
-    os.replace(tmp, out)
     return written, bad

@@ -29,6 +29,9 @@ import numpy as np
 
 from mullm.data import procedural as P
 from mullm.errors import DataError
+from mullm.utils.atomic import atomic_path, atomic_write_text
+from mullm.utils.jsonl import iter_jsonl
+from mullm.utils.music import MODES, PITCH_NAMES, pitch_class, tempo_class
 
 METADATA_FIELDS = ("id", "audio", "key", "mode", "tempo_bpm", "tempo_class", "time_signature",
                    "metre", "instruments", "families", "style", "source", "piece",
@@ -56,11 +59,11 @@ def split_for(piece: str, seed: int) -> str:
 
 
 def score_catalog() -> list:
-    """Usable music21 scores (a list of :class:`mullm.data.scores.ScoreEntry`)."""
-    from mullm.data._music21_catalog import CATALOG
-    from mullm.data.scores import ScoreEntry
+    """Usable music21 scores (a list of :class:`mullm.data.scores.ScoreEntry`), read from
+    the catalogue shipped as package data."""
+    from mullm.data.scores import load_catalog
 
-    return [ScoreEntry(*row) for row in CATALOG]
+    return load_catalog()
 
 
 def plan_corpus(n: int, seed: int, *, min_s: float = 10.0, max_s: float = 30.0,
@@ -196,7 +199,7 @@ def _score_notes(spec: dict
                 p = min(108, max(21, pitch + spec["shift"]))
                 notes.append((start * spq, end * spq, p, vel, ch))
     programs = {ch: p for ch, p in enumerate(spec["programs"])}
-    labels = {"key": P.PITCH_NAMES[(e.tonic + spec["shift"]) % 12], "mode": e.mode,
+    labels = {"key": PITCH_NAMES[(e.tonic + spec["shift"]) % 12], "mode": e.mode,
               "time_signature": e.time_signature, "metre": m.metre, "style": e.collection}
     instruments = sorted({P.GM_PROGRAMS[p] for p in programs.values()})
     families = sorted({P.gm_family(p) for p in programs.values()})
@@ -225,14 +228,13 @@ def render_clip(spec: dict, out_dir: str | os.PathLike, *, soundfont: str | None
     rel = f"audio/{spec['id']}.wav"
     path = out_dir / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.wav")
-    sf.write(tmp, audio, sample_rate, subtype="PCM_16")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(tmp, audio, sample_rate, subtype="PCM_16")
     piece = _piece_name(spec)
     seed = split_seed if split_seed is not None else spec.get("seed", [0])[0]
     row = {
         "id": spec["id"], "audio": rel, "key": labels["key"], "mode": labels["mode"],
-        "tempo_bpm": float(spec["tempo_bpm"]), "tempo_class": P.tempo_class(spec["tempo_bpm"]),
+        "tempo_bpm": float(spec["tempo_bpm"]), "tempo_class": tempo_class(spec["tempo_bpm"]),
         "time_signature": labels["time_signature"], "metre": labels["metre"],
         "instruments": instruments, "families": families, "style": labels["style"],
         "source": source, "piece": piece, "duration_s": round(len(audio) / sample_rate, 3),
@@ -253,13 +255,12 @@ def _job(args: tuple) -> tuple[int, dict | None, str | None]:
 def _read_rows(path: Path) -> dict[str, dict]:
     rows = {}
     if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash: that clip is simply redone
-                rows[r["id"]] = r
+        for line in iter_jsonl(path):
+            try:
+                r = line.object
+            except DataError:
+                continue  # a line cut short by a crash: that clip is simply redone
+            rows[r["id"]] = r
     return rows
 
 
@@ -290,7 +291,7 @@ def build_corpus(out: str | os.PathLike, n: int, seed: int = 0, *, workers: int 
     if overwrite:
         for p in (meta_path, partial_path, out / "errors.jsonl"):
             p.unlink(missing_ok=True)
-    settings_path.write_text(json.dumps(settings, indent=1) + "\n")
+    atomic_write_text(settings_path, json.dumps(settings, indent=1) + "\n")
 
     specs = plan_corpus(n, seed, min_s=min_s, max_s=max_s, music21_fraction=music21_fraction,
                         single_family_fraction=single_family_fraction)
@@ -312,9 +313,7 @@ def build_corpus(out: str | os.PathLike, n: int, seed: int = 0, *, workers: int 
                 partial.write(json.dumps(row) + "\n")
                 partial.flush()
     rows = [done[s["id"]] for s in specs if s["id"] in done]
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, meta_path)
+    atomic_write_text(meta_path, "".join(json.dumps(r) + "\n" for r in rows))
     partial_path.unlink(missing_ok=True)
     if progress:
         print(f"build-corpus: {len(rows)} clips ({len(specs) - len(todo)} already there), "
@@ -345,25 +344,17 @@ def read_metadata(path: str | os.PathLike, *, check_audio: bool = True) -> list[
     """Read and check a ``metadata.jsonl``; errors name the file and line."""
     path = Path(path)
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(r, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(r).__name__}")
+    for line in iter_jsonl(path):
+        r, where = line.object, line.where
         missing = [f for f in ("id", "audio") if f not in r]
         if missing:
             raise DataError(f"{where}: missing field(s) {missing}")
         if "key" in r and r["key"] is not None:
             try:
-                P.pitch_class(r["key"])
+                pitch_class(r["key"])
             except ValueError as e:
                 raise DataError(f"{where}: {e}") from None
-        if r.get("mode") not in (None, "major", "minor"):
+        if r.get("mode") is not None and r["mode"] not in MODES:
             raise DataError(f"{where}: mode {r['mode']!r} is not 'major' or 'minor'")
         if check_audio:
             a = Path(r["audio"])

@@ -55,7 +55,19 @@ class Source:
 
 
 class ConversationDataset(torch.utils.data.Dataset):
-    """Conversations from one or more JSONL sources; items are decoded on access."""
+    """Conversations from one or more JSONL sources; items are decoded on access.
+
+    With ``feature_cache`` (a folder written by ``mullm extract`` with ``encoder``), each
+    audio file is resolved to its cache item once, here: by the path the cache recorded
+    while the file is unchanged (size and modification time) or gone, by content hash
+    otherwise. Cached files are then served as ``Features`` without touching the audio
+    (which need not exist any more); the others are decoded as usual.
+
+    Raises:
+        DataError: a bad row (file:line, unless ``skip_bad``), a source with no usable
+            conversation, audio for a model without an audio modality, or a windowed cache.
+        StaleCacheError: the cache was made with other encoder settings.
+    """
 
     def __init__(self, sources: Sequence[Source] | Sequence[str | Path] | str | Path,
                  media: dict[str, MediaSpec], *, skip_bad: bool = False,
@@ -67,10 +79,21 @@ class ConversationDataset(torch.utils.data.Dataset):
             sources = [sources]
         self.sources = [s if isinstance(s, Source) else Source(str(s)) for s in sources]
         self.media = dict(media)
+        self.cache = None
+        audio_exists = None
+        if feature_cache:
+            from mullm.features import FeatureCache
+
+            self.cache = FeatureCache(feature_cache, encoder)
+            if self.cache.windowing.get("window_s"):
+                raise DataError(f"{feature_cache}: windowed feature caches cannot feed "
+                                "training; extract whole clips")
+            audio_exists = self._cached_or_present
         self.items: list[Any] = []
         self.source_of: list[int] = []
         for si, src in enumerate(self.sources):
-            convs = read_conversations(src.path, skip_bad=skip_bad, errors_path=errors_path)
+            convs = read_conversations(src.path, skip_bad=skip_bad, errors_path=errors_path,
+                                       audio_exists=audio_exists)
             kept = [c for c in convs
                     if (src.split is None or c.split == src.split)
                     and (src.tasks is None or c.task in src.tasks)
@@ -89,15 +112,17 @@ class ConversationDataset(torch.utils.data.Dataset):
             self.source_of.extend([si] * len(kept))
         if self.items and "audio" not in self.media and any(c.audio for c in self.items):
             raise DataError("the data has audio but the model has no audio modality")
-        self.cache = None
-        if feature_cache:
-            from mullm.encoders.cache import FeatureCache
-
-            self.cache = FeatureCache(feature_cache, encoder)
-            if self.cache.windowing.get("window_s"):
-                raise DataError(f"{feature_cache}: windowed feature caches cannot feed "
-                                "training; extract whole clips")
+        # Audio path (as the conversations resolve it) -> cache item key, for cached files.
+        self.cache_keys: dict[str, str] = {}
+        if self.cache is not None:
+            for path in {p for c in self.items for p in c.audio_paths()}:
+                key = self.cache.key_for_path(path)
+                if key is not None:
+                    self.cache_keys[str(path)] = key
         self._lengths: list[int] | None = None
+
+    def _cached_or_present(self, path: Path) -> bool:
+        return path.is_file() or self.cache.knows_path(path)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -107,14 +132,15 @@ class ConversationDataset(torch.utils.data.Dataset):
         return self.items[index]
 
     def load_audio(self, path: Path) -> Any:
-        """A waveform tensor, or cached ``Features`` when the cache has this file."""
+        """Cached ``Features`` (L, T, D) when the cache has this file (found by the key
+        resolved when the dataset was built: the audio is not read), else the decoded
+        waveform tensor (samples,)."""
         from mullm.audio import load_audio
         from mullm.processor import Features
 
-        if self.cache is not None:
-            hit = self.cache.lookup(path)
-            if hit is not None:
-                return Features(hit[0].float(), name=str(path))
+        key = self.cache_keys.get(str(path))
+        if key is not None:
+            return Features(self.cache.get_key(key)[0].float(), name=str(path))
         spec = self.media["audio"]
         wave = load_audio(path, spec.sample_rate, max_duration_s=spec.max_duration_s,
                           min_duration_s=spec.min_duration_s)
@@ -152,9 +178,13 @@ class ConversationDataset(torch.utils.data.Dataset):
             if c.audio and spliced:
                 enc = model.encoders["audio"]
                 for p in c.audio_paths():
-                    if p not in durations:
-                        durations[p] = audio_info(p).duration_s
-                    frames = enc.num_frames(int(durations[p] * enc.sample_rate))
+                    key = self.cache_keys.get(str(p))
+                    if key is not None:  # cached: its frame count is known, no file read
+                        frames = int(self.cache.info(key)["frames"])
+                    else:
+                        if p not in durations:
+                            durations[p] = audio_info(p).duration_s
+                        frames = enc.num_frames(int(durations[p] * enc.sample_rate))
                     extra += model.adapters["audio"].num_tokens(frames)
             out.append(n + extra)
         self._lengths = out

@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mullm.data.procedural import PITCH_NAMES, pitch_class
 from mullm.data.schema import Conversation, append_errors
 from mullm.data.templates import audio_relpath, instrument_phrase, join_words, key_name
+from mullm.utils.music import PITCH_NAMES, pitch_class
 
 Generate = Callable[[list[dict]], str]
 SOURCE = "mullm-llm"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from mullm.audio import AUDIO_EXTENSIONS
 from mullm.errors import DataError
+from mullm.utils.jsonl import iter_jsonl
 
 _TABLE_SUFFIXES = (".jsonl", ".csv", ".txt", ".lst")
 
@@ -82,30 +82,19 @@ def _audio_field(value: Any, where: str, key: str) -> list[str]:
 def _read_jsonl(path: Path) -> list[ManifestItem]:
     base = path.parent
     items = []
-    with path.open(encoding="utf-8") as f:
-        for n, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
-                                ) from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: each line must be a JSON object, got "
-                                f"{type(row).__name__}")
-            key = "audio" if "audio" in row else "path" if "path" in row else None
-            if key is None:
-                if "images" in row or "turns" in row:
-                    continue  # a conversation with no audio (image-only or text-only)
-                raise DataError(f"{where}: no 'audio' field (keys: {sorted(row)})")
-            if row[key] in (None, []):
-                continue  # an explicit "no audio" conversation row
-            meta = {k: v for k, v in row.items() if k in ("id", "split", "task")}
-            for rel in _audio_field(row[key], where, key):
-                p = _abs(rel, base)
-                items.append(ManifestItem(_rel_id(p, base), str(p), str(path), n, meta))
+    for line in iter_jsonl(path):
+        row, where = line.object, line.where
+        key = "audio" if "audio" in row else "path" if "path" in row else None
+        if key is None:
+            if "images" in row or "turns" in row:
+                continue  # a conversation with no audio (image-only or text-only)
+            raise DataError(f"{where}: no 'audio' field (keys: {sorted(row)})")
+        if row[key] in (None, []):
+            continue  # an explicit "no audio" conversation row
+        meta = {k: v for k, v in row.items() if k in ("id", "split", "task")}
+        for rel in _audio_field(row[key], where, key):
+            p = _abs(rel, base)
+            items.append(ManifestItem(_rel_id(p, base), str(p), str(path), line.number, meta))
     return items
 
 

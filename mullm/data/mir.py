@@ -18,20 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mullm.data.procedural import PITCH_NAMES, pitch_class, tempo_class
+from mullm.utils.music import KEY_PROFILES, MODES, PITCH_NAMES, pitch_class, tempo_class
 
 SAMPLE_RATE = 22050
-# Krumhansl & Kessler (1982) probe-tone ratings
-KRUMHANSL = {
-    "major": [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88],
-    "minor": [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17],
-}
-# Temperley (1999) "What's key for key?" profiles
-TEMPERLEY = {
-    "major": [5.0, 2.0, 3.5, 2.0, 4.5, 4.0, 2.0, 4.5, 2.0, 3.5, 1.5, 4.0],
-    "minor": [5.0, 2.0, 3.5, 4.5, 2.0, 4.0, 2.0, 4.5, 3.5, 2.0, 1.5, 4.0],
-}
-PROFILES = {"krumhansl": KRUMHANSL, "temperley": TEMPERLEY}
 DEFAULT_PROFILE = "temperley"
 
 
@@ -69,9 +58,9 @@ def chroma(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 def key_scores(pcp: np.ndarray, profile: str = DEFAULT_PROFILE) -> np.ndarray:
     """(24,) correlations of a 12-bin pitch-class profile with C..B major then C..B minor."""
-    prof = PROFILES[profile]
+    prof = KEY_PROFILES[profile]
     out = np.zeros(24)
-    for mi, mode in enumerate(("major", "minor")):
+    for mi, mode in enumerate(MODES):
         p = np.asarray(prof[mode], dtype=float)
         for t in range(12):
             out[mi * 12 + t] = np.corrcoef(pcp, np.roll(p, t))[0, 1]

@@ -13,14 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PITCH_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
-
-# Readers accept enharmonic spellings (INTERFACES.md); we always write PITCH_NAMES.
-_ENHARMONIC = {
-    "C": 0, "B#": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "Fb": 4, "E#": 5,
-    "F": 5, "F#": 6, "Gb": 6, "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11,
-    "Cb": 11,
-}
+from mullm.utils.music import MODES, PITCH_NAMES, tempo_class
 
 GM_PROGRAMS = [
     "Acoustic Grand Piano", "Bright Acoustic Piano", "Electric Grand Piano", "Honky-tonk Piano",
@@ -90,14 +83,6 @@ SINGLE_FAMILY_PROGRAMS: dict[str, tuple[list[int], list[int], list[int]]] = {
 _HIGH_BASS_FAMILIES = {"chromatic percussion", "pipe", "synth pad", "ensemble"}
 
 
-def pitch_class(name: str) -> int:
-    """Pitch class (0-11) of a key name, accepting enharmonic spellings (``"Db"`` -> 1)."""
-    try:
-        return _ENHARMONIC[name.strip()]
-    except KeyError:
-        raise ValueError(f"unknown key name {name!r}; expected one of {PITCH_NAMES}") from None
-
-
 def gm_family(program: int) -> str:
     """General MIDI family name of a program number 0-127."""
     if not 0 <= program < 128:
@@ -129,11 +114,6 @@ METRES = {
     "9/8": Metre("9/8", 3, 1.5, "triple"),
     "5/4": Metre("5/4", 5, 1.0, "other"),
 }
-
-
-def tempo_class(bpm: float) -> str:
-    """"slow" below 80 BPM, "moderate" below 130, else "fast" (INTERFACES.md)."""
-    return "slow" if bpm < 80 else ("moderate" if bpm < 130 else "fast")
 
 
 @dataclass(frozen=True)
@@ -385,8 +365,8 @@ def choose_programs(rng: np.random.Generator, single_family: str | None
 def compose(rng: np.random.Generator, *, style: str, tonic: int, mode: str, tempo_bpm: float,
             metre: str, n_bars: int, single_family: str | None = None) -> Arrangement:
     """Compose one piece; every label in ``labels`` is true of the notes by construction."""
-    if mode not in ("major", "minor"):
-        raise ValueError(f"mode must be 'major' or 'minor', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     st = STYLES[style]
     m = METRES[metre]
     if n_bars < 2:

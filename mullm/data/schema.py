@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mullm.errors import DataError
+from mullm.utils.atomic import atomic_open
+from mullm.utils.jsonl import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,14 @@ def _fail(where: str, msg: str) -> DataError:
 
 
 def validate_conversation(obj: object, *, base_dir: str | os.PathLike | None = None,
-                          where: str = "<conversation>", check_files: bool = True
+                          where: str = "<conversation>", check_files: bool = True,
+                          audio_exists: Callable[[Path], bool] | None = None
                           ) -> Conversation:
-    """Check one decoded JSON object against the schema; raise DataError naming ``where``."""
+    """Check one decoded JSON object against the schema; raise DataError naming ``where``.
+
+    With ``check_files`` every media file must exist; ``audio_exists`` replaces the check
+    for audio (a feature cache serves audio files that are gone).
+    """
     if not isinstance(obj, dict):
         raise _fail(where, f"expected a JSON object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - set(FIELDS))
@@ -169,7 +176,11 @@ def validate_conversation(obj: object, *, base_dir: str | os.PathLike | None = N
                         dimensions=dims, meta=meta,
                         base_dir=Path(base_dir) if base_dir is not None else None)
     if check_files:
-        for p in conv.audio_paths() + conv.image_paths():
+        exists = audio_exists or Path.is_file
+        for p in conv.audio_paths():
+            if not exists(p):
+                raise _fail(where, f"media file {p} does not exist")
+        for p in conv.image_paths():
             if not p.is_file():
                 raise _fail(where, f"media file {p} does not exist")
     return conv
@@ -177,11 +188,14 @@ def validate_conversation(obj: object, *, base_dir: str | os.PathLike | None = N
 
 def read_conversations(path: str | os.PathLike, skip_bad: bool = False,
                        errors_path: str | os.PathLike | None = None, *,
-                       check_files: bool = True) -> list[Conversation]:
+                       check_files: bool = True,
+                       audio_exists: Callable[[Path], bool] | None = None
+                       ) -> list[Conversation]:
     """Read a conversation JSONL; fail on the first bad line (file:line) unless ``skip_bad``.
 
     With ``skip_bad`` each bad line is appended to ``errors_path`` as
     ``{"input": "FILE:LINE", "error": ...}`` (logged when no path is given) and reading goes on.
+    ``audio_exists`` replaces the audio-file check (see ``validate_conversation``).
     """
     path = Path(path)
     if not path.is_file():
@@ -189,28 +203,20 @@ def read_conversations(path: str | os.PathLike, skip_bad: bool = False,
     out: list[Conversation] = []
     seen: dict[str, int] = {}
     bad: list[dict] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise _fail(where, f"malformed JSON ({e.msg} at column {e.colno})") from None
-                conv = validate_conversation(obj, base_dir=path.parent, where=where,
-                                             check_files=check_files)
-                if conv.id in seen:
-                    raise _fail(where, f"duplicate id {conv.id!r} (first on line "
-                                f"{seen[conv.id]})")
-            except DataError as e:
-                if not skip_bad:
-                    raise
-                bad.append({"input": where, "error": str(e)})
-                continue
-            seen[conv.id] = lineno
-            out.append(conv)
+    for line in iter_jsonl(path):
+        try:
+            conv = validate_conversation(line.value, base_dir=path.parent, where=line.where,
+                                         check_files=check_files, audio_exists=audio_exists)
+            if conv.id in seen:
+                raise _fail(line.where, f"duplicate id {conv.id!r} (first on line "
+                            f"{seen[conv.id]})")
+        except DataError as e:
+            if not skip_bad:
+                raise
+            bad.append({"input": line.where, "error": str(e)})
+            continue
+        seen[conv.id] = line.number
+        out.append(conv)
     if bad:
         if errors_path is not None:
             append_errors(errors_path, bad)
@@ -233,12 +239,10 @@ def write_conversations(path: str | os.PathLike, convs: Iterable[Conversation | 
     """Write conversations as JSONL (atomically); returns how many were written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for c in convs:
             d = c.to_dict() if isinstance(c, Conversation) else c
             f.write(json.dumps(d, ensure_ascii=False) + "\n")
             n += 1
-    os.replace(tmp, path)
     return n

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mullm.data.procedural import PITCH_NAMES, pitch_class
 from mullm.data.schema import Conversation
+from mullm.utils.music import METRE_CLASSES, MODES, PITCH_NAMES, TEMPO_CLASSES, pitch_class
 
 SOURCE = "mullm-templates"
 FAMILY_CHOICES = ["piano", "chromatic percussion", "organ", "guitar", "strings", "ensemble",
                   "brass", "reed", "pipe", "synth lead", "synth pad"]
-MODE_CHOICES = ["major", "minor"]
-TEMPO_CHOICES = ["slow", "moderate", "fast"]
-METRE_CHOICES = ["duple", "triple"]
+MODE_CHOICES = list(MODES)
+TEMPO_CHOICES = list(TEMPO_CLASSES)
+METRE_CHOICES = list(METRE_CLASSES[:2])  # "other" metres get no metre question
 KEY_CHOICES = [f"{k} {m}" for m in MODE_CHOICES for k in PITCH_NAMES]
 
 CLOSED_PHRASING = {

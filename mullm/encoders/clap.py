@@ -38,9 +38,9 @@ from mullm.encoders.weights import (
     load_weights_file,
     missing_weights_error,
     strip_prefix,
-    torch_dtype,
 )
 from mullm.errors import ConfigError, ModelLoadError
+from mullm.utils.dtypes import torch_dtype
 
 # ------------------------------------------------------------------------- shared windowing
 

@@ -27,7 +27,25 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from mullm.errors import ConfigError
+
 FrameSpec = dict[str, Any]
+
+
+def hop_samples(sample_rate: int, frame_rate: float) -> int:
+    """Samples per frame of a ``hop``-rule encoder.
+
+    Raises:
+        ConfigError: ``frame_rate`` does not divide ``sample_rate`` into a whole number of
+            samples per frame (naming both).
+    """
+    hop = sample_rate / frame_rate
+    if abs(hop - round(hop)) > 1e-9 or hop < 1:
+        raise ConfigError(
+            f"encoder.frame_rate={frame_rate} must divide sample_rate={sample_rate} into a "
+            "whole number of samples per frame (e.g. 25, 50)"
+        )
+    return round(hop)
 
 
 def conv_output_length(n: int, kernels: list[int], strides: list[int]) -> int:

@@ -50,9 +50,10 @@ from mullm.encoders.weights import (
     load_weights_file,
     missing_weights_error,
     strip_prefix,
-    torch_dtype,
 )
 from mullm.errors import ConfigError, DataError, ModelLoadError
+from mullm.utils.dtypes import torch_dtype
+from mullm.utils.files import load_npy
 
 JUKEBOX_URLS = {
     "vqvae.pth.tar": "https://openaipublic.azureedge.net/jukebox/models/5b/vqvae.pth.tar",
@@ -323,12 +324,7 @@ def iter_llark_features(folder: str | os.PathLike, expected_dim: int | None = LL
 
 
 def _read_npy(path: Path, expected_dim: int | None) -> torch.Tensor:
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty (0 bytes)")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({exc})") from exc
+    arr = load_npy(path, DataError)
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[0] == 0:

@@ -37,6 +37,7 @@ from mullm.config import EncoderConfig
 from mullm.encoders.base import Encoder, EncoderOutput, frame_mask
 from mullm.encoders.frames import conv_output_length, receptive_field
 from mullm.errors import ConfigError, ModelLoadError
+from mullm.utils.dtypes import torch_dtype
 
 # config.json keys that belong to the hub's remote-code wrapper, not to HuBERT.
 _DROP_KEYS = ("model_type", "auto_map", "architectures", "_name_or_path",
@@ -47,7 +48,6 @@ _REFUSE_TRUE = ("feature_extractor_cqt", "deepnorm")
 # softmax for fp16 stability, which leaves the result unchanged.
 _IGNORED = ("attention_relax", "feature_extractor_cqt_bins", "sample_rate")
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
@@ -165,7 +165,7 @@ class MERTEncoder(Encoder):
                                   f"frame ({self.min_samples} samples)")
         # GroupNorm over time makes padding leak: encode clips at their own length.
         self.per_clip = hub_cfg.feat_extract_norm == "group"
-        self.model = self._load(ckpt, hub_cfg, cache_dir, _DTYPES[config.dtype])
+        self.model = self._load(ckpt, hub_cfg, cache_dir, torch_dtype(config.dtype))
         self._weights_hash: str | None = None
         self.requires_grad_(False)
         self.eval()
@@ -212,7 +212,7 @@ class MERTEncoder(Encoder):
     def fingerprint(self) -> dict:
         """Base fingerprint plus a hash of the loaded weights and the input settings."""
         if self._weights_hash is None:
-            from mullm.encoders.cache import module_weights_hash
+            from mullm.utils.hashing import module_weights_hash
 
             self._weights_hash = module_weights_hash(self.model)
         return {**super().fingerprint(), "weights_sha256": self._weights_hash,

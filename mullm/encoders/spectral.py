@@ -35,7 +35,9 @@ import torch.nn.functional as F
 
 from mullm.config import EncoderConfig
 from mullm.encoders.base import Encoder, EncoderOutput, frame_mask
+from mullm.encoders.frames import hop_samples
 from mullm.errors import ConfigError
+from mullm.utils.music import MODES, TEMPERLEY
 
 _DEFAULTS = {
     "n_mels": 64,
@@ -115,13 +117,7 @@ class SpectralEncoder(Encoder):
         opts = {**_DEFAULTS, **config.options}
         self.sample_rate = int(config.sample_rate or 16000)
         self.frame_rate = float(config.frame_rate or 25.0)
-        hop = self.sample_rate / self.frame_rate
-        if abs(hop - round(hop)) > 1e-9 or hop < 1:
-            raise ConfigError(
-                f"encoder.frame_rate={self.frame_rate} must divide sample_rate="
-                f"{self.sample_rate} into a whole number of samples per frame (e.g. 25, 50)"
-            )
-        self.hop = round(hop)
+        self.hop = hop_samples(self.sample_rate, self.frame_rate)
         self.n_fft = int(opts["n_fft"])
         self.n_mels = int(opts["n_mels"])
         if self.n_fft < self.hop:
@@ -166,9 +162,7 @@ class SpectralEncoder(Encoder):
                 self.sample_rate, self.n_fft, float(opts["chroma_fmin"]),
                 float(opts["chroma_fmax"]))),
             persistent=False)
-        from mullm.data.mir import TEMPERLEY
-
-        major, minor = (torch.tensor(TEMPERLEY[m], dtype=torch.float32) for m in ("major", "minor"))
+        major, minor = (torch.tensor(TEMPERLEY[m], dtype=torch.float32) for m in MODES)
         profiles = torch.stack([torch.roll(major, k) for k in range(12)]
                                + [torch.roll(minor, k) for k in range(12)])
         profiles = profiles - profiles.mean(1, keepdim=True)

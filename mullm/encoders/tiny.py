@@ -15,6 +15,7 @@ from torch import nn
 
 from mullm.config import EncoderConfig
 from mullm.encoders.base import Encoder, EncoderOutput, frame_mask
+from mullm.encoders.frames import hop_samples
 from mullm.errors import ConfigError
 
 
@@ -75,13 +76,7 @@ class TinyAudioEncoder(Encoder):
         opts = _check_options(config, {"seed", "num_heads"}, "tiny_audio")
         self.sample_rate = int(config.sample_rate or 16000)
         self.frame_rate = float(config.frame_rate or 50.0)
-        hop = self.sample_rate / self.frame_rate
-        if abs(hop - round(hop)) > 1e-9 or hop < 1:
-            raise ConfigError(
-                f"encoder.frame_rate={self.frame_rate} must divide sample_rate="
-                f"{self.sample_rate} into whole samples per frame"
-            )
-        self.hop = round(hop)
+        self.hop = hop_samples(self.sample_rate, self.frame_rate)
         heads = _set_sizes(self, config, opts)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

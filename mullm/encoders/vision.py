@@ -29,7 +29,6 @@ from mullm.encoders.weights import (
     check_declared,
     check_options,
     missing_weights_error,
-    torch_dtype,
 )
 from mullm.errors import ConfigError, ModelLoadError
 from mullm.image import (
@@ -40,6 +39,7 @@ from mullm.image import (
     load_video_frames,
     spec_from_hf_processor,
 )
+from mullm.utils.dtypes import torch_dtype
 
 
 class _ImageEncoderBase(Encoder):

@@ -114,12 +114,6 @@ def check_declared(encoder: Encoder) -> None:
                               f"fix the value or leave it unset")
 
 
-def torch_dtype(name: str) -> torch.dtype:
-    """Map a config dtype name to the torch dtype."""
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16,
-            "float16": torch.float16}[name]
-
-
 def check_options(config: EncoderConfig, allowed: set[str]) -> None:
     """Refuse unknown ``encoder.options`` keys, naming the ones this encoder reads."""
     unknown = sorted(set(config.options) - allowed)

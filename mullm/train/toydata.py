@@ -12,12 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mullm.utils.music import tempo_class
+
 KEYS = ("C", "D", "E", "F", "G", "A")
 TIMBRE_FAMILY = {"saw": "strings", "square": "reed", "organ": "organ", "sine": "pipe"}
-
-
-def _tempo_class(bpm: float) -> str:
-    return "slow" if bpm < 80 else ("moderate" if bpm < 130 else "fast")
 
 
 def make_toy_collection(out: str | Path, n: int = 16, seed: int = 0, duration_s: float = 2.0,
@@ -40,7 +38,7 @@ def make_toy_collection(out: str | Path, n: int = 16, seed: int = 0, duration_s:
         rel = f"audio/toy{i:04d}.wav"
         write_wav(out / rel, wave, sample_rate)
         rows.append({"id": f"toy{i:04d}", "audio": rel, "key": key, "mode": mode,
-                     "tempo_bpm": bpm, "tempo_class": _tempo_class(bpm),
+                     "tempo_bpm": bpm, "tempo_class": tempo_class(bpm),
                      "time_signature": "4/4", "metre": "duple",
                      "instruments": [timbre], "families": [TIMBRE_FAMILY[timbre]],
                      "style": "toy", "source": "mullm.train.toydata", "piece": f"toy{i:04d}",

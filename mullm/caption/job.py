@@ -1,0 +1,207 @@
+"""The resumable, shardable caption job behind ``mullm caption``.
+
+One writer per output file (an exclusive lock); on start a partial last line is cut away,
+the file's settings are checked against this run's (a different model or settings is
+refused), duplicate records are collapsed (a success beats a failure) and, with
+``retry_failed``, failed records are dropped so their items run again. Items already in the
+file are skipped; each new record is appended durably as it finishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mullm.caption.engine import Captioner
+from mullm.caption.inputs import resolve_inputs, select_shard
+from mullm.caption.records import (
+    FORMAT,
+    RecordWriter,
+    describe_diff,
+    read_meta,
+    read_records,
+    repair_tail,
+    rewrite_records,
+    settings_key,
+    write_meta,
+)
+from mullm.caption.settings import DEFAULT_PROMPT, CaptionJobError, CaptionSettings
+from mullm.utils.locks import exclusive_lock
+
+if TYPE_CHECKING:
+    from mullm.model import MusicLLM
+
+
+@dataclass
+class CaptionStats:
+    """Counts and times for the final summary table."""
+
+    items: int = 0  # inputs of this run (of this shard)
+    skipped: int = 0  # already in the output file
+    succeeded: int = 0  # new records without an error
+    failed: int = 0  # new records with an error
+    audio_s: float = 0.0  # seconds of audio in the new successful records
+    wall_s: float = 0.0  # seconds the job took
+    previously_succeeded: int = 0  # skipped items whose record is a success
+
+    def table(self) -> str:
+        """A small fixed-width table for the end of a job."""
+        rate = self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+        per_item = (self.succeeded + self.failed) / self.wall_s if self.wall_s > 0 else 0.0
+        rows = [
+            ("items", f"{self.items}"),
+            ("already done (skipped)", f"{self.skipped}"),
+            ("succeeded", f"{self.succeeded}"),
+            ("failed", f"{self.failed}"),
+            ("audio hours", f"{self.audio_s / 3600:.3f}"),
+            ("wall time", f"{self.wall_s:.1f} s"),
+            ("throughput", f"{rate:.1f} s audio / s, {per_item:.2f} items / s"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def model_fingerprint(model: MusicLLM) -> str:
+    """Hash of what decides the captions: the config, the base weights' fingerprint and
+    every trained tensor (adapters, gates, LoRA). 16 hex characters."""
+    import torch
+    import yaml
+
+    from mullm.config import to_dict
+
+    h = hashlib.sha256()
+    h.update(yaml.safe_dump(to_dict(model.config), sort_keys=True).encode())
+    h.update(str(model.base_fingerprint).encode())
+    state = model.trainable_state_dict()
+    for name, p in model.llm.named_parameters():
+        if "lora_" in name:
+            state[f"lora.{name}"] = p.detach().cpu()
+    for k in sorted(state):
+        t = state[k].contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        # Hash raw bytes (bf16 has no numpy dtype: view it as int16).
+        arr = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+        h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+class _RecordSink:
+    """Receives finished records: appends each durably, counts it, moves the bar."""
+
+    def __init__(self, writer: RecordWriter, stats: CaptionStats, bar: Any) -> None:
+        self.writer, self.stats, self.bar = writer, stats, bar
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        self.writer.write(rec)
+        if rec["error"]:
+            self.stats.failed += 1
+        else:
+            self.stats.succeeded += 1
+            self.stats.audio_s += rec["duration_s"] or 0.0
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(ok=self.stats.succeeded, failed=self.stats.failed,
+                                 audio_h=f"{self.stats.audio_s / 3600:.2f}", refresh=False)
+
+
+def _best_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One record per id: a success beats a failure, else the first one."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in records:
+        prev = best.get(r["id"])
+        if prev is None or (prev.get("error") and not r.get("error")):
+            best[r["id"]] = r
+    return best
+
+
+def _check_resumable(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Refuse to append this run's records to a file written with other settings."""
+    if not records:
+        return
+    old = read_meta(out)
+    if settings_key(old) != settings_key(meta) or old.get("shard") != meta["shard"]:
+        raise CaptionJobError(
+            f"{out} was written with other settings, so its records cannot be mixed "
+            f"with this run's ({describe_diff(old, meta)}); rerun with the same "
+            "model and settings to resume, or write to a new --out file"
+        )
+
+
+def run_caption_job(model: MusicLLM, inputs: list[str], out: str | os.PathLike,
+                    prompt: str = DEFAULT_PROMPT, batch_size: int = 8,
+                    settings: CaptionSettings | None = None,
+                    shard: tuple[int, int] | None = None, retry_failed: bool = False,
+                    model_name: str | None = None, progress: bool | None = None,
+                    log: Callable[[str], None] | None = None) -> CaptionStats:
+    """Caption ``inputs`` into ``out`` (resuming it); returns the counts for the summary.
+
+    Raises:
+        CaptionJobError: the file holds records made with another model or settings, or
+            its sidecar is missing; bad shard or settings.
+        LockedError: another job is writing ``out``.
+        DataError: no inputs, or a manifest or the caption file is malformed (file:line).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    t0 = time.time()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cap = Captioner(model, prompt, batch_size, settings, model_name)
+    items = resolve_inputs(inputs)
+    if shard is not None:
+        items = select_shard(items, *shard)
+    meta = {"format": FORMAT, "model": cap.model_name,
+            "model_fingerprint": model_fingerprint(model), "prompt": prompt,
+            "generation": cap.generation_record(),
+            "shard": f"{shard[0]}/{shard[1]}" if shard else None}
+    stats = CaptionStats(items=len(items))
+    with exclusive_lock(Path(str(out) + ".lock"),
+                        what=f"{out}: another caption job is writing this file",
+                        remedy="wait for it or use another --out"):
+        cut = repair_tail(out)
+        if cut:
+            log(f"{out}: removed a partial last line ({cut} bytes) left by an interrupted run")
+        records = read_records(out)
+        _check_resumable(out, records, meta)
+        best = _best_records(records)
+        failed = {k for k, r in best.items() if r.get("error")}
+        if len(best) != len(records) or (retry_failed and failed):
+            keep = [r for r in best.values() if not (retry_failed and r.get("error"))]
+            rewrite_records(out, keep)
+            if retry_failed and failed:
+                log(f"{out}: retrying {len(failed)} failed item(s)")
+            best = {r["id"]: r for r in keep}
+        write_meta(out, meta)
+        wanted = {it.id for it in items}
+        stats.previously_succeeded = sum(1 for k, r in best.items()
+                                         if k in wanted and not r.get("error"))
+        todo = [it for it in items if it.id not in best]
+        stats.skipped = len(items) - len(todo)
+        if stats.skipped:
+            log(f"{out}: {stats.skipped} of {len(items)} item(s) already done, "
+                f"{len(todo)} to go")
+        bar = _progress(len(todo), progress)
+        try:
+            with RecordWriter(out) as writer:
+                cap.run(todo, _RecordSink(writer, stats, bar))
+        finally:
+            if bar is not None:
+                bar.close()
+    stats.wall_s = time.time() - t0
+    return stats
+
+
+def _progress(total: int, enabled: bool | None) -> Any:
+    if enabled is False or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    # enabled=None: show the bar only on a terminal (logs and CI stay clean).
+    return tqdm(total=total, unit="track", desc="captioning", dynamic_ncols=True,
+                disable=None if enabled is None else False, smoothing=0.1)
