@@ -1,6 +1,6 @@
 """``mullm caption``: caption many audio files into one JSONL record each.
 
-    mullm caption --model runs/quickstart/final --input music/ --out captions.jsonl
+    mullm caption --model runs/quickstart/run/model --input music/ --out captions.jsonl
 
 Inputs are files, folders (recursive), globs, manifests (conversation JSONL,
 metadata.jsonl, CSV) or local Hugging Face ``datasets`` folders. Rerunning with the same
