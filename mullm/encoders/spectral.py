@@ -227,7 +227,9 @@ class SpectralEncoder(Encoder):
             groups += [keys, keys[:, :12].amax(1, keepdim=True), keys[:, 12:].amax(1, keepdim=True)]
         feats = torch.cat(groups, dim=1).transpose(1, 2)  # (B, T, D)
         feats = feats * mask[..., None]
-        return EncoderOutput(hidden_states=feats[:, None].contiguous(), mask=mask)
+        # Computed on the encoder's device, returned on the input's (the contract).
+        return EncoderOutput(hidden_states=feats[:, None].contiguous().to(inputs.device),
+                             mask=mask.to(inputs.device))
 
     def _windows(self, x: torch.Tensor, width: int) -> torch.Tensor:
         """(B, C, T) -> (B, C, T, width) windows centred on each frame, zeros outside."""
