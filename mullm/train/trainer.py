@@ -113,12 +113,22 @@ def build_optimizer(chosen: dict[str, list[nn.Parameter]], stage: StageConfig
     return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
 
 
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup, then cosine decay to ``min_ratio``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The stage's LR schedule: transformers' warmup + cosine to ``lr * min_lr_ratio``.
+
+    Per step ``s`` of ``T = stage.steps`` with ``W = stage.warmup_steps``, the multiplier is
+    ``(s + 1) / W`` while ``s < W`` (the first step already learns), then the half cosine
+    from 1 to ``min_lr_ratio`` with progress ``(s - W + 1) / (T - W)``, so the last step runs
+    at exactly the minimum. (mullm's own schedule before used ``(s - W) / (T - W)``: the same
+    curve one step later, never reaching the minimum; see docs/training.md.) A LambdaLR, so
+    its state dict (the step count) resumes exactly.
+    """
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
+
+    return get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+        optimizer, num_warmup_steps=stage.warmup_steps, num_training_steps=stage.steps,
+        min_lr_rate=stage.min_lr_ratio)
 
 
 def autocast_for(precision: str, device: torch.device) -> tuple[Any, torch.dtype | None]:
@@ -347,9 +357,7 @@ class Trainer:
                 if self.wrapped is self.model:  # FSDP (in place) made new parameter objects
                     chosen = select_groups(self.model.trainable_groups(), stage.trainable, name)
                 optimizer = build_optimizer(chosen, stage)
-                scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    optimizer, lambda s, st=stage: warmup_cosine(s, st.warmup_steps, st.steps,
-                                                                 st.min_lr_ratio))
+                scheduler = build_scheduler(optimizer, stage)
                 scaler = torch.amp.GradScaler() if self.amp_dtype == torch.float16 else None
                 stage_step, position = 0, 0
                 if rs is not None and si == rs["stage_index"]:
