@@ -171,12 +171,14 @@ class Trainer:
         self.main = self.dist.is_main
         torch.manual_seed(cfg.train.seed)
         self.fingerprint = resume_fingerprint(cfg)
+        # Samples per optimiser step; the batch order depends on it alone (MixtureBatches).
+        self.global_batch = cfg.train.batch_size * cfg.train.grad_accum * self.dist.world_size
         self.resume_from = ckpt.resolve_resume(resume) if resume else None
         self.resume_state: dict[str, Any] | None = None
         if self.resume_from is not None:
             self.resume_state = ckpt.read_state(self.resume_from)
             ckpt.check_compatible(self.resume_from, self.resume_state, self.fingerprint,
-                                  self.dist.world_size)
+                                  self.global_batch)
 
         from mullm.model import MusicLLM
 
@@ -257,14 +259,16 @@ class Trainer:
             staging.mkdir(parents=True, exist_ok=True)
         D.barrier(self.dist)
         self._save_model(staging)
-        ckpt.save_rank_state(staging, self.dist.rank, D.local_optimizer_state(
-            optimizer.state_dict()), scheduler, scaler)
+        ckpt.save_optimizer(staging, self.model, optimizer, scheduler, scaler, self.main)
+        ckpt.save_rng(staging, self.dist.rank)
         D.barrier(self.dist)
         path = ckpt.tmp_dir(self.run_dir, self.global_step).with_suffix("")
         if self.main:
             state = {"global_step": self.global_step, "stage": stage_name,
                      "stage_index": stage_index, "stage_step": stage_step,
                      "data_position": position, "stage_done": done,
+                     "format": ckpt.FORMAT, "global_batch": self.global_batch,
+                     "grad_accum": self.cfg.train.grad_accum,
                      "world_size": self.dist.world_size, "fingerprint": self.fingerprint,
                      "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
             path = ckpt.finalize(staging, state, self.cfg.train.keep_checkpoints)
@@ -361,14 +365,14 @@ class Trainer:
                 scaler = torch.amp.GradScaler() if self.amp_dtype == torch.float16 else None
                 stage_step, position = 0, 0
                 if rs is not None and si == rs["stage_index"]:
-                    stage_step, position = int(rs["stage_step"]), int(rs["data_position"])
-                    opt_state, rng = ckpt.load_rank_state(self.resume_from, self.dist.rank)
-                    optimizer.load_state_dict(
-                        D.distribute_optimizer_state(opt_state["optimizer"], optimizer))
-                    scheduler.load_state_dict(opt_state["scheduler"])
-                    if scaler is not None and "scaler" in opt_state:
-                        scaler.load_state_dict(opt_state["scaler"])
-                    ckpt.set_rng_state(rng)
+                    stage_step = int(rs["stage_step"])
+                    # The data position counts micro-batches: convert it when grad_accum
+                    # changed with the number of processes (same global batch).
+                    position = (int(rs["data_position"]) // int(rs["grad_accum"])
+                                * self.cfg.train.grad_accum)
+                    ckpt.load_optimizer(self.resume_from, self.model, optimizer, scheduler,
+                                        scaler)
+                    ckpt.set_rng_state(ckpt.load_rng(self.resume_from, self.dist.rank))
                     if self.main:
                         print(f"[mullm] resumed from {self.resume_from} at step "
                               f"{self.global_step} (stage {name!r} step {stage_step})",
