@@ -49,6 +49,8 @@ setup(
         "tokenizers",
         # The default (spectral) encoder's mel and chroma filterbanks; MIR labels in data/.
         "librosa>=0.10",
+        # MIREX key score and tempo accuracies (mullm/eval/mir_metrics.py).
+        "mir_eval>=0.7",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mullm=mullm.cli:main"]},
