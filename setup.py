@@ -51,6 +51,8 @@ setup(
         "librosa>=0.10",
         # MIREX key score and tempo accuracies (mullm/eval/mir_metrics.py).
         "mir_eval>=0.7",
+        # The JSON-schema check of LLM-written training data (mullm/data/llm_augment.py).
+        "jsonschema>=4.18",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mullm=mullm.cli:main"]},
