@@ -155,9 +155,10 @@ def scalar(value: torch.Tensor) -> float:
 
 
 def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum a tensor over ranks (identity in one process)."""
+    """Sum a tensor over ranks (identity in one process). The sum is on ``info.device``
+    (NCCL reduces only GPU tensors, so a CPU counter is copied there first)."""
     if info.enabled:
-        value = value.clone()
+        value = value.to(info.device, copy=True)
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
 
