@@ -443,7 +443,8 @@ class Trainer:
                         elif labelled == 0:
                             # The same for DDP: a zero that touches every trainable parameter.
                             part = sum((p.sum() * 0.0 for p in model.parameters()
-                                        if p.requires_grad), torch.zeros(()))
+                                        if p.requires_grad),
+                                       torch.zeros((), device=self.dist.device))
                         else:
                             out = model(**_move(b, self.dist.device))
                             part = out["loss"].float() * out["num_tokens"]
