@@ -20,10 +20,13 @@ so a process killed mid-save never leaves a checkpoint that looks valid but is n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +117,9 @@ def save_optimizer(staging: Path, model: torch.nn.Module, optimizer: torch.optim
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
     osd = get_optimizer_state_dict(model, optimizer)
-    dcp.save(_flatten(osd["state"]), storage_writer=HuggingFaceStorageWriter(
-        str(staging / OPTIMIZER_DIR), save_distributed=True))
+    with _quiet_single_process() as no_dist:
+        dcp.save(_flatten(osd["state"]), storage_writer=HuggingFaceStorageWriter(
+            str(staging / OPTIMIZER_DIR), save_distributed=True), no_dist=no_dist)
     if is_main:
         meta = {"param_groups": osd["param_groups"], "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None}
@@ -154,7 +158,8 @@ def load_optimizer(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Op
                           f"not train, e.g. {extra[:3]}; resume with the config that wrote it")
     # Parameters that had no gradient yet have no state in the checkpoint: leave them so.
     wanted = {k: v for k, v in wanted.items() if k in saved}
-    dcp.load(wanted, storage_reader=reader)
+    with _quiet_single_process() as no_dist:
+        dcp.load(wanted, storage_reader=reader, no_dist=no_dist)
     groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g
               for g in meta["param_groups"]]
     set_optimizer_state_dict(model, optimizer,
@@ -162,6 +167,19 @@ def load_optimizer(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     scheduler.load_state_dict(meta["scheduler"])
     if scaler is not None and meta.get("scaler") is not None:
         scaler.load_state_dict(meta["scaler"])
+
+
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[bool]:
+    """Yield True without a process group (DCP then reads or writes alone) and silence the
+    warning DCP gives on every such call: one process is the intent there, not a mistake."""
+    import torch.distributed as dist
+
+    single = not (dist.is_available() and dist.is_initialized())
+    with warnings.catch_warnings():
+        if single:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield single
 
 
 def _flatten(state: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
