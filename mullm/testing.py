@@ -72,3 +72,115 @@ def make_tiny_llm(out_dir: str | Path, arch: str = "llama", hidden_size: int = 6
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return out_dir
+
+
+# ------------------------------------------------------------------ tiny encoders, every family
+
+# Tiny random configurations of every encoder family, as the encoder tests build them. Real
+# geometry is kept where the family fixes it (laion_clap's HTSAT-tiny reads 10 s windows at
+# 48 kHz; it is the one slow family on a CPU).
+_TINY_VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, image_size=32, patch_size=8)
+_CROP32 = {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}
+_TINY_CLAP = dict(spec_size=64, num_mel_bins=16, patch_embeds_hidden_size=16, hidden_size=32,
+                  depths=[1, 1], num_attention_heads=[2, 4], window_size=4, projection_dim=24,
+                  num_classes=10)
+_TINY_CLAP_FE = dict(feature_size=16, max_length_s=1, truncation="rand_trunc",
+                     padding="repeatpad")
+# Jukebox: 8 samples per top-level token, 64-token context (512-sample windows), 4 blocks.
+_TINY_VQ = dict(downs_t=(1, 1, 1), strides_t=(2, 2, 2), emb_width=8, l_bins=32, width=8,
+                depth=1)
+_TINY_PRIOR = dict(n_ctx=64, prior_width=16, prior_depth=4, heads=2, blocks=8, y_bins=(4, 6),
+                   t_bins=8)
+_TINY_OPEN_CLIP = dict(embed_dim=32, vision_cfg=dict(image_size=32, layers=2, width=64,
+                                                     patch_size=8, head_width=32),
+                       text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2,
+                                     layers=1))
+# Samples of the longest tiny audio item per family: about half a second, or a few windows
+# where the family's window is short (Jukebox's tiny prior reads 512-sample windows).
+_TINY_AUDIO_SAMPLES = {"spectral": 8000, "tiny_audio": 8000, "mert": 12000, "clap": 24000,
+                       "laion_clap": 48000, "jukebox": 1200}
+
+#: Every encoder family with a tiny configuration, and the model modality it serves.
+TINY_ENCODER_MODALITY = {
+    "spectral": "audio", "tiny_audio": "audio", "mert": "audio", "clap": "audio",
+    "laion_clap": "audio", "jukebox": "audio", "tiny_image": "image", "clip": "image",
+    "vit": "image", "open_clip": "image", "vivit": "video",
+}
+
+
+def make_tiny_mert(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random MERT-style checkpoint folder (HuBERT weights, config.json with
+    MERT's 320-sample conv stride, preprocessor_config.json at 24 kHz); return the folder."""
+    import json
+
+    from transformers import HubertConfig, HubertModel
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    cfg = HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, conv_dim=[16] * 7,
+                       conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2],
+                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                       feat_extract_norm="group", vocab_size=32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = HubertModel(cfg)
+    model.save_pretrained(out_dir)
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(
+        {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+         "do_normalize": True, "padding_side": "right", "padding_value": 0.0,
+         "return_attention_mask": True, "sampling_rate": 24000}))
+    return out_dir
+
+
+def tiny_encoder_config(name: str, work_dir: str | Path) -> dict:
+    """An encoder config mapping (``name``, ``options``, ``checkpoint``) that builds encoder
+    family ``name`` with tiny random weights and no download; ``work_dir`` receives the one
+    family that needs files (MERT's checkpoint folder).
+
+    Raises:
+        ValueError: ``name`` is not a family in ``TINY_ENCODER_MODALITY``.
+    """
+    options: dict[str, dict] = {
+        "clap": {"audio_config": _TINY_CLAP, "feature_extractor": _TINY_CLAP_FE},
+        "laion_clap": {"random_init": True},
+        "jukebox": {"random_init": True, "layer": 3, "vqvae_hparams": _TINY_VQ,
+                    "prior_hparams": _TINY_PRIOR, "pool_rate_hz": 441.0},
+        "clip": {"vision_config": _TINY_VISION, "image_processor": _CROP32},
+        "vit": {"vit_config": _TINY_VISION,
+                "image_processor": {"size": {"height": 32, "width": 32}}},
+        "vivit": {"vivit_config": dict(_TINY_VISION, num_frames=4, tubelet_size=[2, 8, 8]),
+                  "image_processor": _CROP32},
+        "open_clip": {"model": "ViT-B-32", "model_kwargs": _TINY_OPEN_CLIP},
+    }
+    if name not in TINY_ENCODER_MODALITY:
+        raise ValueError(f"no tiny configuration for encoder family {name!r}; known: "
+                         f"{sorted(TINY_ENCODER_MODALITY)}")
+    cfg: dict = {"name": name, "options": dict(options.get(name, {}))}
+    if name == "mert":
+        cfg["checkpoint"] = str(make_tiny_mert(Path(work_dir) / "tiny-mert"))
+    return cfg
+
+
+def tiny_media_item(encoder: torch.nn.Module, fraction: float = 1.0,
+                    seed: int = 0) -> torch.Tensor:
+    """One random input item for a tiny encoder built from ``tiny_encoder_config``: a
+    waveform (samples,) at its sample rate (``fraction`` of the family's tiny length), an
+    image (3, H, W) at its input size, or a video clip (frames, 3, H, W).
+
+    Raises:
+        ValueError: ``fraction`` is not in (0, 1].
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction={fraction} must be in (0, 1]")
+    gen = torch.Generator().manual_seed(seed)
+    if encoder.modality == "audio":
+        n = max(1, int(_TINY_AUDIO_SAMPLES[encoder.config.name] * fraction))
+        return 0.1 * torch.randn(n, generator=gen)
+    spec = getattr(encoder, "image_spec", None)
+    h, w = spec.out_size if spec is not None else (encoder.image_size,) * 2
+    if encoder.modality == "video":
+        return torch.randn(int(encoder.sample_rate), 3, h, w, generator=gen)
+    return torch.randn(3, h, w, generator=gen)

@@ -202,16 +202,18 @@ def test_parse_reply_rules() -> None:
     assert parse_reply("Sure! ```json\n" + GOOD + "\n```", row)["qa"][1]["answer"] == "F# minor."
     bad = [
         ("not json at all", "no JSON object"),
-        ('{"caption": "x"}', "missing 'qa'"),
+        ('{"caption": "x"}', r"\$: 'qa' is a required property"),
         (json.dumps({"caption": "According to the metadata, this is a waltz in F# minor.",
                      "qa": [{"question": "Which key?", "answer": "F# minor"}]}), "banned phrase"),
         (json.dumps({"caption": "A waltz in G major with violin, bass and drums playing.",
                      "qa": [{"question": "Which key?", "answer": "G major"}]}), "contradicts"),
         (json.dumps({"caption": "A lively waltz with violin, bass and drums.", "qa": [],
-                     }), "items"),
+                     }), r"\$\.qa: \[\] should be non-empty"),
         (json.dumps({"caption": "A lively waltz with violin, bass and drums.",
                      "qa": [{"question": "Which key?", "answer": "F# minor", "x": 1}]}),
-         "unexpected"),
+         r"\$\.qa\[0\]: .*'x' was unexpected"),
+        (json.dumps({"caption": " " * 30, "qa": [{"question": "Which key?", "answer": "F"}]}),
+         r"\$\.caption: .* does not match"),  # blank is empty, whatever its length
     ]
     for text, msg in bad:
         with pytest.raises(InvalidOutput, match=msg):

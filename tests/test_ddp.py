@@ -47,7 +47,11 @@ def test_two_gloo_processes_match_one_with_twice_the_batch(tmp_path: Path) -> No
         assert abs(x["loss"] - y["loss"]) < 1e-4 * abs(x["loss"]), (x["loss"], y["loss"])
     ck = tmp_path / "ddp" / "checkpoint-000004"
     assert (ck / "trainable.safetensors").is_file()
-    assert (ck / "optimizer.rank0.pt").is_file() and (ck / "optimizer.rank1.pt").is_file()
+    # DCP: the optimizer's tensors as safetensors shards (DDP replicas are written once),
+    # no pickled metadata; RNG per rank.
+    assert list((ck / "optimizer").glob("*.safetensors")) and (ck / "optimizer.json").is_file()
+    assert not list((ck / "optimizer").glob("*metadata*"))
+    assert (ck / "rng.rank0.pt").is_file() and (ck / "rng.rank1.pt").is_file()
     assert not list((tmp_path / "ddp").glob("*.tmp"))
 
 
@@ -64,7 +68,11 @@ def test_fsdp_on_two_gloo_processes_trains_saves_and_resumes(tmp_path: Path) -> 
     """FSDP (fully_shard) shards the LLM over two CPU processes: the losses follow one process
     with twice the batch through a stage switch (adapter alone, then adapter + LoRA), the
     saved model directory holds whole tensors equal to the single run's, evaluation and
-    generation run on the shards, and a run stopped mid-stage resumes onto the same losses."""
+    generation run on the shards, and a run stopped mid-stage resumes onto the same losses, on
+    two processes and on one (DCP reshards the optimizer state; grad_accum keeps the global
+    batch)."""
+    import shutil
+
     import torch
     from safetensors.torch import load_file
 
@@ -99,7 +107,13 @@ def test_fsdp_on_two_gloo_processes_trains_saves_and_resumes(tmp_path: Path) -> 
     cfg = yaml.safe_load(configs["stopped"].read_text())
     cfg["train"]["max_steps"] = None
     configs["stopped"].write_text(yaml.safe_dump(cfg))
+    # The same checkpoint continued by one process at batch 2 x grad_accum 2 (global 4).
+    shutil.copytree(stopped, tmp_path / "one")
+    one = dict(cfg, output_dir=str(tmp_path / "one"))
+    one["train"] = dict(cfg["train"], distributed="auto", grad_accum=2)
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(one))
     _run(["--config", str(configs["stopped"]), "--resume", str(stopped)], env, nproc=2)
+    _run(["--config", str(tmp_path / "one.yaml"), "--resume", str(tmp_path / "one")], env)
 
     def train_losses(run: str) -> list[tuple[int, float]]:
         return [(r["step"], r["loss"]) for r in read_metrics(tmp_path / run / "metrics.jsonl")]
@@ -109,6 +123,9 @@ def test_fsdp_on_two_gloo_processes_trains_saves_and_resumes(tmp_path: Path) -> 
     for (_, a), (_, b) in zip(single, fsdp):
         assert abs(a - b) < 1e-4 * abs(a), (single, fsdp)
     assert resumed == fsdp  # the same reductions in the same order: bitwise
+    on_one = train_losses("one")
+    assert [s for s, _ in on_one] == [1, 2, 3, 4] and on_one[:3] == fsdp[:3]
+    assert abs(on_one[3][1] - fsdp[3][1]) < 1e-4 * abs(fsdp[3][1]), (on_one, fsdp)
     evals = read_metrics(tmp_path / "fsdp" / "metrics.jsonl", kind="eval")
     assert [r["step"] for r in evals] == [2, 4]
     assert (tmp_path / "fsdp" / "samples.jsonl").read_text().count("\n") == 2  # rank 0 only
@@ -120,6 +137,8 @@ def test_fsdp_on_two_gloo_processes_trains_saves_and_resumes(tmp_path: Path) -> 
     for k in a:
         assert a[k].shape == b[k].shape
         assert torch.allclose(a[k], b[k], atol=1e-4), k
+    c = load_file(str(tmp_path / "one" / "model" / "trainable.safetensors"))
+    assert c.keys() == b.keys() and all(torch.allclose(c[k], b[k], atol=1e-4) for k in b)
     la = load_file(str(tmp_path / "single" / "model" / "lora" / "adapter_model.safetensors"))
     lb = load_file(str(tmp_path / "fsdp" / "model" / "lora" / "adapter_model.safetensors"))
     assert la.keys() == lb.keys() and la

@@ -276,3 +276,42 @@ def test_spectral_key_profiles_find_the_key(key: str, mode: str) -> None:
     major, minor = frames[:, -2].mean(), frames[:, -1].mean()
     assert (major > minor) == (mode == "major"), (float(major), float(minor))
     assert torch.equal(frames[:, -2], frames[:, -26:-14].amax(1))
+
+
+def test_spectral_filterbanks_come_from_librosa_unchanged_mel() -> None:
+    """The mel filterbank (now librosa's) equals the HTK triangles mullm computed by hand
+    before; the chroma filterbank (librosa's since fingerprint version 3) splits each bin in
+    the chroma band over pitch classes summing to 1, centred where the bin's pitch is."""
+    from mullm.encoders.spectral import chroma_filterbank, mel_filterbank
+
+    sr, n_fft, n_mels = 16000, 2048, 64
+    freqs = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # the old hand-written reference
+    edges = 700.0 * (10.0 ** (np.linspace(mel(0.0), mel(sr / 2), n_mels + 2) / 2595.0) - 1.0)
+    old = np.stack([np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo),
+                                               (hi - freqs) / (hi - mid)))
+                    for lo, mid, hi in zip(edges, edges[1:], edges[2:])])
+    np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels, 0.0, sr / 2), old, atol=1e-6)
+
+    chroma = chroma_filterbank(sr, n_fft, 100.0, 5000.0)
+    assert chroma.shape == (12, n_fft // 2 + 1) and chroma.dtype == np.float32
+    band = (freqs >= 100.0) & (freqs <= 5000.0)
+    np.testing.assert_allclose(chroma[:, band].sum(0), 1.0, atol=1e-5)
+    assert not chroma[:, ~band].any()
+    for hz, pc in ((440.0, 9), (261.6, 0), (1568.0, 7)):  # A4, C4, G6
+        assert int(chroma[:, int(np.argmin(np.abs(freqs - hz)))].argmax()) == pc
+    assert _encoder("spectral").fingerprint()["version"] == 3
+
+
+def test_encoders_stay_in_eval_mode_inside_a_training_model(tiny_llm_dir) -> None:
+    """model.train() must not put a frozen encoder in train mode: HuBERT's layer drop then
+    skips layers at random (MERT returned no hidden states) and dropout changes features."""
+    from conftest import tiny_model_dict
+
+    from mullm.config import load_model_config
+    from mullm.model import MusicLLM
+
+    model = MusicLLM(load_model_config(tiny_model_dict(tiny_llm_dir, "mlp", "splice")))
+    model.train()
+    assert model.adapters.training and not model.encoders["audio"].training
+    assert not any(m.training for m in model.encoders["audio"].modules())

@@ -181,3 +181,43 @@ def test_nan_loss_stops_with_step_batch_and_checkpoint(base: tuple[Path, dict]) 
     assert "checkpoint-000002" in msg and "batch ids ['toy" in msg
     recs = read_metrics(Path(cfg["output_dir"]) / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2, 3]  # nothing logged for the bad step
+
+
+def _lrs(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> list[float]:
+    """The LR each of ``steps`` optimizer steps runs at."""
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+@pytest.mark.parametrize("warmup,steps,expected", [
+    # Linear warmup from lr / W at the first step, the peak at step W - 1, then the cosine,
+    # which ends at exactly lr * min_lr_ratio on the last step (0.5 * (1 + cos(pi/4)) ...).
+    (2, 6, [0.5, 1.0, 0.868198, 0.55, 0.231802, 0.1]),
+    (1, 3, [1.0, 0.55, 0.1]),
+    (0, 4, [0.868198, 0.55, 0.231802, 0.1]),
+])
+def test_schedule_values_and_exact_resume(warmup: int, steps: int,
+                                          expected: list[float]) -> None:
+    from mullm.train.config import StageConfig
+    from mullm.train.trainer import build_scheduler
+
+    def fresh() -> torch.optim.lr_scheduler.LRScheduler:
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+        return build_scheduler(opt, StageConfig(steps=steps, lr=1.0, warmup_steps=warmup,
+                                                min_lr_ratio=0.1))
+
+    full = _lrs(fresh(), steps)
+    assert full == pytest.approx(expected, abs=1e-6)
+    # Resume after k steps: a new optimizer + scheduler loading both states continues on
+    # exactly the same values (what the trainer's checkpoints do).
+    k = steps // 2
+    first = fresh()
+    head = _lrs(first, k)
+    again = fresh()
+    again.optimizer.load_state_dict(first.optimizer.state_dict())
+    again.load_state_dict(first.state_dict())
+    assert head + _lrs(again, steps - k) == full

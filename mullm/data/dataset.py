@@ -136,7 +136,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         resolved when the dataset was built: the audio is not read), else the decoded
         waveform tensor (samples,)."""
         from mullm.audio import load_audio
-        from mullm.processor import Features
+        from mullm.media import Features
 
         key = self.cache_keys.get(str(path))
         if key is not None:

@@ -3,15 +3,16 @@
 Any text generator works: a callable ``generate(messages) -> str``. Two are provided: an
 OpenAI-compatible HTTP endpoint (:func:`openai_generator`) and a local transformers model
 (:func:`transformers_generator`). Every reply is parsed as JSON, validated against
-:data:`OUTPUT_SCHEMA`, filtered for phrases that leak the annotation process ("metadata",
-"the label", ...) and checked against the labels it was given (no wrong key or mode). A bad
-reply is retried up to ``max_retries`` times; an item that never gets a valid reply is
-counted and written to ``errors.jsonl``, and the run goes on. Every conversation records the
-model's name in ``meta.model``.
+:data:`OUTPUT_SCHEMA` (with ``jsonschema``), filtered for phrases that leak the annotation
+process ("metadata", "the label", ...) and checked against the labels it was given (no wrong
+key or mode). A bad reply is retried up to ``max_retries`` times; an item that never gets a
+valid reply is counted and written to ``errors.jsonl``, and the run goes on. Every
+conversation records the model's name in ``meta.model``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mullm.data.schema import Conversation, append_errors
 from mullm.data.templates import audio_relpath, instrument_phrase, join_words, key_name
@@ -34,14 +36,17 @@ OUTPUT_SCHEMA = {
     "required": ["caption", "qa"],
     "additionalProperties": False,
     "properties": {
-        "caption": {"type": "string", "minLength": 20, "maxLength": 1200},
+        # pattern: at least one non-blank character (a reply of spaces is empty)
+        "caption": {"type": "string", "minLength": 20, "maxLength": 1200, "pattern": "\\S"},
         "qa": {
             "type": "array", "minItems": 1, "maxItems": 6,
             "items": {
                 "type": "object", "required": ["question", "answer"],
                 "additionalProperties": False,
-                "properties": {"question": {"type": "string", "minLength": 5},
-                               "answer": {"type": "string", "minLength": 1}},
+                "properties": {"question": {"type": "string", "minLength": 5,
+                                            "pattern": "\\S"},
+                               "answer": {"type": "string", "minLength": 1,
+                                          "pattern": "\\S"}},
             },
         },
     },
@@ -96,35 +101,27 @@ class InvalidOutput(ValueError):
     """A generator reply that is not usable; the message says why."""
 
 
-def _validate(obj: object, schema: dict, path: str = "$") -> None:
-    """A small JSON-schema subset (type/required/properties/items/min/max), no dependency."""
-    t = schema.get("type")
-    types = {"object": dict, "array": list, "string": str}
-    if t and not isinstance(obj, types[t]):
-        raise InvalidOutput(f"{path}: expected {t}, got {type(obj).__name__}")
-    if t == "object":
-        for k in schema.get("required", []):
-            if k not in obj:
-                raise InvalidOutput(f"{path}: missing {k!r}")
-        props = schema.get("properties", {})
-        if schema.get("additionalProperties") is False:
-            extra = sorted(set(obj) - set(props))
-            if extra:
-                raise InvalidOutput(f"{path}: unexpected field(s) {extra}")
-        for k, sub in props.items():
-            if k in obj:
-                _validate(obj[k], sub, f"{path}.{k}")
-    elif t == "array":
-        if len(obj) < schema.get("minItems", 0) or len(obj) > schema.get("maxItems", 1 << 30):
-            raise InvalidOutput(f"{path}: {len(obj)} items, expected {schema.get('minItems')}"
-                                f"-{schema.get('maxItems')}")
-        for i, x in enumerate(obj):
-            _validate(x, schema["items"], f"{path}[{i}]")
-    elif t == "string":
-        if len(obj.strip()) < schema.get("minLength", 0):
-            raise InvalidOutput(f"{path}: string shorter than {schema['minLength']}")
-        if len(obj) > schema.get("maxLength", 1 << 30):
-            raise InvalidOutput(f"{path}: string longer than {schema['maxLength']}")
+@functools.cache
+def _validator() -> Any:
+    """A jsonschema validator for ``OUTPUT_SCHEMA`` (the schema itself checked once)."""
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(OUTPUT_SCHEMA)
+    return Draft202012Validator(OUTPUT_SCHEMA)
+
+
+def validate_output(obj: object) -> None:
+    """Check a parsed reply against ``OUTPUT_SCHEMA`` with jsonschema.
+
+    Raises:
+        InvalidOutput: naming the JSON path, what is wrong and the schema keyword, e.g.
+            ``$.qa: [] should be non-empty (minItems)``.
+    """
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator().iter_errors(obj))
+    if error is not None:
+        raise InvalidOutput(f"{error.json_path}: {error.message} ({error.validator})")
 
 
 def _extract_json(text: str) -> object:
@@ -164,7 +161,7 @@ def _contradicts(text: str, row: dict) -> str | None:
 def parse_reply(text: str, row: dict) -> dict:
     """Parse and check one reply: schema, banned phrases, agreement with the labels."""
     obj = _extract_json(text)
-    _validate(obj, OUTPUT_SCHEMA)
+    validate_output(obj)
     texts = [obj["caption"]] + [x for qa in obj["qa"] for x in (qa["question"], qa["answer"])]
     for t in texts:
         low = t.lower()

@@ -8,7 +8,8 @@
   template matcher (no maintained chord recogniser installs offline: madmom does not build on
   Python 3.11 / numpy 2, essentia installs but is AGPL-licensed; we do not depend on either).
 
-:func:`evaluate_mir` measures all of this against a rendered corpus with exact labels.
+:func:`mullm.eval.mir_labels.evaluate_mir` measures all of this against a rendered corpus
+with exact labels (MIREX key score and tempo relations from ``mir_eval``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mullm.utils.music import KEY_PROFILES, MODES, PITCH_NAMES, pitch_class, tempo_class
+from mullm.utils.music import KEY_PROFILES, MODES, PITCH_NAMES, tempo_class
 
 SAMPLE_RATE = 22050
 DEFAULT_PROFILE = "temperley"
@@ -155,70 +156,3 @@ def label_folder(folder: str | os.PathLike, rel_to: str | os.PathLike, *,
         rows.append({"id": rid, "audio": os.path.relpath(p.resolve(), rel_to.resolve()),
                      **row, "source": "mir"})
     return rows
-
-
-def key_relation(est: tuple[int, str], true: tuple[int, str]) -> str:
-    """'exact', 'fifth', 'relative', 'parallel' or 'other' (MIREX key categories)."""
-    (et, em), (tt, tm) = est, true
-    if (et, em) == (tt, tm):
-        return "exact"
-    if em == tm and (et - tt) % 12 in (5, 7):
-        return "fifth"
-    if em != tm and ((tm == "major" and (et - tt) % 12 == 9) or
-                     (tm == "minor" and (et - tt) % 12 == 3)):
-        return "relative"
-    if em != tm and et == tt:
-        return "parallel"
-    return "other"
-
-
-MIREX_WEIGHTS = {"exact": 1.0, "fifth": 0.5, "relative": 0.3, "parallel": 0.2, "other": 0.0}
-
-
-def tempo_relation(est: float, true: float, tol: float = 0.04) -> str:
-    """'exact' within ``tol``; 'double'/'half'; 'triple'/'third' (metrical level); 'other'."""
-    for name, f in (("exact", 1.0), ("double", 2.0), ("half", 0.5), ("triple", 3.0),
-                    ("third", 1 / 3), ("three-halves", 1.5), ("two-thirds", 2 / 3)):
-        if abs(est - true * f) <= tol * true * f:
-            return name
-    return "other"
-
-
-def evaluate_mir(rows: list[dict], meta_dir: str | os.PathLike, *,
-                 profiles: tuple[str, ...] = ("krumhansl", "temperley")) -> dict:
-    """Tempo and key accuracy of the estimators on labelled rows (a rendered corpus)."""
-    meta_dir = Path(meta_dir)
-    tempo_rel: dict[str, int] = {}
-    key_rel = {p: {} for p in profiles}
-    per = []
-    for r in rows:
-        y = load_audio(meta_dir / r["audio"])
-        bpm, _ = estimate_tempo(y)
-        c = chroma(y)
-        # tempo_bpm counts dotted quarters in 6/8 and 9/8; trackers often lock to eighths
-        tr = tempo_relation(bpm, r["tempo_bpm"])
-        tempo_rel[tr] = tempo_rel.get(tr, 0) + 1
-        item = {"id": r["id"], "tempo_true": r["tempo_bpm"], "tempo_est": round(bpm, 1),
-                "tempo": tr}
-        for p in profiles:
-            k, m, _ = estimate_key(y, chroma_frames=c, profile=p)
-            rel = key_relation((pitch_class(k), m), (pitch_class(r["key"]), r["mode"]))
-            key_rel[p][rel] = key_rel[p].get(rel, 0) + 1
-            item[f"key_{p}"] = f"{k} {m}"
-            item[f"key_{p}_relation"] = rel
-        item["key_true"] = f"{r['key']} {r['mode']}"
-        per.append(item)
-    n = len(rows)
-    out = {"n": n, "tempo_relations": tempo_rel,
-           "tempo_acc_4pct": tempo_rel.get("exact", 0) / n if n else 0.0,
-           "tempo_acc_octave": sum(tempo_rel.get(k, 0) for k in ("exact", "double", "half"))
-           / n if n else 0.0, "key": {}, "items": per}
-    for p in profiles:
-        rel = key_rel[p]
-        out["key"][p] = {
-            "relations": rel, "exact": rel.get("exact", 0) / n if n else 0.0,
-            "exact_relative_fifth": sum(rel.get(k, 0) for k in ("exact", "relative", "fifth"))
-            / n if n else 0.0,
-            "mirex_weighted": sum(MIREX_WEIGHTS[k] * v for k, v in rel.items()) / n if n
-            else 0.0}
-    return out

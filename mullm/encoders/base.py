@@ -49,6 +49,12 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
 
+    def train(self, mode: bool = True) -> Encoder:
+        """Stay in eval mode whatever is asked: an encoder is frozen, and train mode would
+        change its output (dropout, HuBERT's layer drop, HTSAT's spectrogram augmentation)
+        when a model that holds it is put in train mode."""
+        return super().train(False)
+
     def frame_spec(self) -> FrameSpec:
         """This encoder's frame arithmetic as data (``mullm.encoders.frames``); the processor
         stores it to size placeholders without the encoder. Default: the ``rate`` rule."""
@@ -65,10 +71,25 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
-        """Validate the batch, then encode it."""
+        """Validate the batch, encode it, and check the output against the contract.
+
+        Args:
+            inputs: (B, samples) audio, (B, C, H, W) images or (B, F, C, H, W) video.
+            lengths: (B,) valid samples / images / frames per row (any device).
+
+        Returns:
+            ``EncoderOutput`` with hidden states (B, L, T, D) and mask (B, T), both on
+            ``inputs.device``.
+
+        Raises:
+            ValueError: a malformed batch (see ``check_batch``).
+            RuntimeError: ``encode`` broke the contract: its output is on another device
+                than ``inputs``, or its mask disagrees with ``num_frames``.
+        """
         check_batch(inputs, lengths, self.modality)
         out = self.encode(inputs, lengths)
-        expected = torch.tensor([self.num_frames(int(n)) for n in lengths])
+        check_output_device(type(self).__name__, out, inputs.device)
+        expected = torch.tensor([self.num_frames(int(n)) for n in lengths], device="cpu")
         got = out.mask.sum(1).cpu()
         if not torch.equal(expected, got):
             raise RuntimeError(
@@ -109,6 +130,19 @@ def check_batch(inputs: torch.Tensor, lengths: torch.Tensor, modality: str) -> N
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()
         raise ValueError(f"sample(s) {bad}: {modality} input contains NaN or inf values")
+
+
+def check_output_device(name: str, out: EncoderOutput, device: torch.device) -> None:
+    """Refuse an encoder output whose hidden states or mask are not on ``device`` (the
+    input's): the adapter's first op would otherwise fail, or silently copy, on a GPU."""
+    for field in ("hidden_states", "mask"):
+        got = getattr(out, field).device
+        if got != device:
+            raise RuntimeError(
+                f"{name}.encode returned {field} on {got} for inputs on {device}; an encoder "
+                f"must return hidden states and mask on its input's device (create tensors "
+                f"with device=inputs.device, or move them with .to(inputs.device))"
+            )
 
 
 def frame_mask(frames: torch.Tensor, total: int) -> torch.Tensor:

@@ -93,10 +93,6 @@ class _ClapBase(Encoder):
         self.num_layers = 1
         self.hidden_size = self.embed_dim if output == "pooled" else self.frame_dim
 
-    def train(self, mode: bool = True) -> _ClapBase:
-        """Stay in eval mode: the encoder is frozen, and HTSAT augments spectra in training."""
-        return super().train(False)
-
     def frame_spec(self) -> dict:
         """Whole windows plus the covered part of the last (integer arithmetic: 3.2 Hz is not
         exact in float)."""
@@ -121,8 +117,10 @@ class _ClapBase(Encoder):
         return meta, torch.cat(frames), torch.cat(embeds)
 
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
-        """(B, samples) at 48 kHz -> (B, 1, T, D) frames (or pooled embeddings) and a mask."""
+        """(B, samples) at 48 kHz -> (B, 1, T, D) frames (or pooled embeddings) and a mask
+        (B, T), both on ``inputs.device``."""
         meta, frames, embeds = self._encode_windows(inputs, lengths)
+        frames, embeds = frames.to(inputs.device), embeds.to(inputs.device)
         per_window = 1 if self.output == "pooled" else self.frames_per_window
         counts = [self.num_frames(int(n)) for n in lengths]
         total = max(counts)
@@ -136,13 +134,15 @@ class _ClapBase(Encoder):
                 piece = frames[i, :keep]
             out[b, cursor[b]:cursor[b] + piece.shape[0]] = piece
             cursor[b] += piece.shape[0]
-        mask = frame_mask(torch.tensor(counts), total)
+        mask = frame_mask(torch.tensor(counts, device=inputs.device), total)
         return EncoderOutput(hidden_states=out[:, None], mask=mask)
 
     def pooled(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """One L2-normalised CLAP audio embedding per clip, (B, embed_dim); clips longer than a
-        window average their windows' embeddings (weighted by real audio) and renormalise."""
+        """One L2-normalised CLAP audio embedding per clip, (B, embed_dim) on
+        ``inputs.device``; clips longer than a window average their windows' embeddings
+        (weighted by real audio) and renormalise."""
         meta, _, embeds = self._encode_windows(inputs, lengths)
+        embeds = embeds.to(inputs.device)
         out = embeds.new_zeros(inputs.shape[0], embeds.shape[1])
         for i, (b, real) in enumerate(meta):
             out[b] += embeds[i] * real
@@ -280,12 +280,12 @@ class LaionClapEncoder(_ClapBase):
         return audio
 
     def _run_windows(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.stack([_repeatpad(w.float(), self.window) for w in waves])
+        param = next(self.tower.parameters())
+        x = torch.stack([_repeatpad(w.float(), self.window) for w in waves]).to(param.device)
         if self.quantize:
             # The official embedding path round-trips audio through int16 (hook.py).
             x = (x.clamp(-1.0, 1.0) * 32767.0).to(torch.int16).float() / 32767.0
-        dtype = next(self.tower.parameters()).dtype
-        out = self.tower.audio_branch({"waveform": x.to(dtype)}, device=x.device)
+        out = self.tower.audio_branch({"waveform": x.to(param.dtype)}, device=x.device)
         frames = out["fine_grained_embedding"][:, :: self._upsample]
         embeds = F.normalize(self.tower.audio_projection(out["embedding"]), dim=-1)
         return frames, embeds
@@ -353,12 +353,15 @@ class HFClapEncoder(_ClapBase):
         check_declared(self)
 
     def _run_windows(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        # The feature extractor works in numpy on the host; its output goes straight to the
+        # model's device (numpy rather than "pt", so no tensor lands on a default device).
         arrays = [w.float().cpu().numpy() for w in waves]
-        feats = self.fe(arrays, sampling_rate=self.sample_rate, return_tensors="pt")
-        dtype = next(self.model.parameters()).dtype
-        device = next(self.model.parameters()).device
-        x = feats["input_features"].to(device, dtype)
+        feats = self.fe(arrays, sampling_rate=self.sample_rate, return_tensors="np")
+        param = next(self.model.parameters())
+        x = torch.from_numpy(feats["input_features"]).to(param.device, param.dtype)
         is_longer = feats.get("is_longer")
+        if is_longer is not None:
+            is_longer = torch.from_numpy(is_longer).to(param.device)
         out = self.model.audio_model(input_features=x, is_longer=is_longer)
         grid = out.last_hidden_state  # (N, C, freq rows, T): HTSAT grid before pooling
         if grid.shape[-1] != self.frames_per_window:

@@ -206,10 +206,6 @@ class JukeboxEncoder(Encoder):
 
     # ------------------------------------------------------------------------ forward
 
-    def train(self, mode: bool = True) -> JukeboxEncoder:
-        """Stay in eval mode: the encoder is frozen."""
-        return super().train(False)
-
     def num_tokens(self, num_samples: int) -> int:
         """Prior tokens kept for a clip (LLark: floor(samples / 128), at least one)."""
         return max(1, int(num_samples) // self.hop)
@@ -260,7 +256,8 @@ class JukeboxEncoder(Encoder):
         return out
 
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
-        """(B, samples) at 44.1 kHz -> (B, L, T, 4800) pooled activations and a mask."""
+        """(B, samples) at 44.1 kHz -> (B, L, T, 4800) pooled activations and a mask (B, T),
+        both on ``inputs.device`` (computed on the prior's device)."""
         device = next(self.prior.parameters()).device
         windows, owners = [], []
         for b, n in enumerate(lengths.tolist()):
@@ -280,11 +277,13 @@ class JukeboxEncoder(Encoder):
                 acts[owners[i + j]].append(torch.stack([h[j] for h in layers]))
         counts = [self.num_frames(int(n)) for n in lengths]
         total = max(counts)
-        out = torch.zeros(inputs.shape[0], self.num_layers, total, self.hidden_size)
+        out = torch.zeros(inputs.shape[0], self.num_layers, total, self.hidden_size,
+                          device=inputs.device)
         for b, n in enumerate(lengths.tolist()):
             seq = torch.cat(acts[b], dim=1)[:, : self.num_tokens(n)]  # drop padding's tokens
             out[b, :, : counts[b]] = _mean_pool(seq, self.pool_frames, counts[b])
-        return EncoderOutput(hidden_states=out, mask=frame_mask(torch.tensor(counts), total))
+        mask = frame_mask(torch.tensor(counts, device=inputs.device), total)
+        return EncoderOutput(hidden_states=out, mask=mask)
 
 
 def _mean_pool(seq: torch.Tensor, size: int, frames: int) -> torch.Tensor:

@@ -287,7 +287,9 @@ class MERTEncoder(Encoder):
         out = per_clip[0].new_zeros(len(lens), self.num_layers, total, self.hidden_size)
         for i, p in enumerate(per_clip):
             out[i, :, :p.shape[1]] = p
-        return EncoderOutput(hidden_states=out, mask=frame_mask(frames, total))
+        # Computed on the model's device, returned on the input's (the contract).
+        return EncoderOutput(hidden_states=out.to(inputs.device),
+                             mask=frame_mask(frames, total).to(inputs.device))
 
 
 __all__ = ["MERTEncoder", "conv_output_length", "hubert_config_from_mert", "receptive_field",

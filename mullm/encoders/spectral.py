@@ -65,40 +65,29 @@ _LOGMEL_SCALE = 5.0
 _ONSET_SCALE = 0.5
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
-
-
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float
                    ) -> np.ndarray:
-    """Triangular HTK-mel filters (n_mels, n_fft // 2 + 1) with unit peaks."""
-    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
-    fb = np.zeros((n_mels, len(freqs)))
-    for i in range(n_mels):
-        lo, mid, hi = edges[i], edges[i + 1], edges[i + 2]
-        up = (freqs - lo) / max(mid - lo, 1e-9)
-        down = (hi - freqs) / max(hi - mid, 1e-9)
-        fb[i] = np.maximum(0.0, np.minimum(up, down))
-    return fb.astype(np.float32)
+    """Triangular HTK-mel filters (n_mels, n_fft // 2 + 1), float32, with unit peaks
+    (librosa's, ``htk=True, norm=None``)."""
+    import librosa.filters  # imported here: ~2 s, paid only when a spectral encoder is built
+
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
+                               fmax=fmax, htk=True, norm=None, dtype=np.float32)
 
 
 def chroma_filterbank(sample_rate: int, n_fft: int, fmin: float, fmax: float) -> np.ndarray:
-    """Fold STFT bins onto 12 pitch classes (12, n_fft // 2 + 1): each bin splits its
-    energy between its two nearest pitch classes by distance in semitones."""
-    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    fb = np.zeros((12, len(freqs)))
-    valid = (freqs >= fmin) & (freqs <= fmax) & (freqs > 0)
-    midi = np.zeros_like(freqs)
-    midi[valid] = 69.0 + 12.0 * np.log2(freqs[valid] / 440.0)
-    for c in range(12):
-        d = np.mod(midi - c + 6.0, 12.0) - 6.0
-        fb[c] = np.where(valid, np.maximum(0.0, 1.0 - np.abs(d)), 0.0)
-    return fb.astype(np.float32)
+    """Fold STFT bins onto 12 pitch classes C..B (12, n_fft // 2 + 1), float32: librosa's
+    chroma filterbank (a Gaussian bump per pitch class as wide as the bin, in semitones;
+    A440 tuning, no octave weighting), each bin's weights summing to 1, and zero for bins
+    outside [fmin, fmax] Hz (and the DC bin)."""
+    import librosa
+    import librosa.filters
+
+    fb = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, n_chroma=12, tuning=0.0,
+                                octwidth=None, norm=1, base_c=True, dtype=np.float32)
+    freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
+    keep = (freqs >= fmin) & (freqs <= fmax) & (freqs > 0)
+    return fb * keep.astype(np.float32)
 
 
 class SpectralEncoder(Encoder):
@@ -179,7 +168,9 @@ class SpectralEncoder(Encoder):
         """Name, rates, sizes and every option (n_mels, n_fft, ...)."""
         fp = super().fingerprint()
         fp["options"] = {k: self.options[k] for k in sorted(self.options)}
-        fp["version"] = 2  # bump when the feature computation changes
+        # Bump when the feature computation changes. 3: librosa's chroma filterbank (the mel
+        # filterbank moved to librosa too, with identical values).
+        fp["version"] = 3
         return fp
 
     @torch.no_grad()
@@ -221,7 +212,9 @@ class SpectralEncoder(Encoder):
             groups += [keys, keys[:, :12].amax(1, keepdim=True), keys[:, 12:].amax(1, keepdim=True)]
         feats = torch.cat(groups, dim=1).transpose(1, 2)  # (B, T, D)
         feats = feats * mask[..., None]
-        return EncoderOutput(hidden_states=feats[:, None].contiguous(), mask=mask)
+        # Computed on the encoder's device, returned on the input's (the contract).
+        return EncoderOutput(hidden_states=feats[:, None].contiguous().to(inputs.device),
+                             mask=mask.to(inputs.device))
 
     def _windows(self, x: torch.Tensor, width: int) -> torch.Tensor:
         """(B, C, T) -> (B, C, T, width) windows centred on each frame, zeros outside."""

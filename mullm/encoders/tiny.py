@@ -28,11 +28,13 @@ def _check_options(config: EncoderConfig, known: set[str], family: str) -> dict:
     return dict(config.options)
 
 
-def _sinusoids(length: int, dim: int) -> torch.Tensor:
-    """Fixed sinusoidal position table (length, dim); no weights, no length limit."""
-    pos = torch.arange(length, dtype=torch.float32)[:, None]
+def _sinusoids(length: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed sinusoidal position table (length, dim) on ``device``; no weights, no length
+    limit. Built where it is used, so a GPU forward makes no host-to-device copy."""
+    pos = torch.arange(length, dtype=torch.float32, device=device)[:, None]
     half = max(1, dim // 2)
-    freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freq = torch.exp(-math.log(10000.0)
+                     * torch.arange(half, dtype=torch.float32, device=device) / half)
     table = torch.cat([torch.sin(pos * freq), torch.cos(pos * freq)], dim=1)
     return table[:, :dim] if table.shape[1] >= dim else F.pad(table, (0, dim - table.shape[1]))
 
@@ -110,14 +112,15 @@ class TinyAudioEncoder(Encoder):
         x = F.pad(x, (0, max(0, total * self.hop - n)))[:, :total * self.hop]
         mask = frame_mask(frames, total)
         h = self.frontend(x[:, None]).transpose(1, 2)  # (B, T, D)
-        h = self.norm(h) + _sinusoids(total, self.hidden_size).to(h)
+        h = self.norm(h) + _sinusoids(total, self.hidden_size, device).to(h.dtype)
         h = h * mask[..., None]
         states = [h]
         for block in self.blocks:
             h = block(h, src_key_padding_mask=~mask)
             h = h * mask[..., None]  # padded positions are defined as zero
             states.append(h)
-        return EncoderOutput(hidden_states=torch.stack(states, 1), mask=mask)
+        return EncoderOutput(hidden_states=torch.stack(states, 1).to(inputs.device),
+                             mask=mask.to(inputs.device))
 
 
 class TinyImageEncoder(Encoder):
@@ -185,8 +188,8 @@ class TinyImageEncoder(Encoder):
                 raise ValueError(f"sample(s) {bad}: a still image must have length 1, got "
                                  f"{[lengths[i].item() for i in bad]}")
             h = self._encode_images(x)
-            mask = torch.ones(x.shape[0], p, dtype=torch.bool, device=device)
-            return EncoderOutput(hidden_states=h, mask=mask)
+            mask = torch.ones(x.shape[0], p, dtype=torch.bool, device=inputs.device)
+            return EncoderOutput(hidden_states=h.to(inputs.device), mask=mask)
         bsz, nf = x.shape[:2]
         bad = [i for i, n in enumerate(lengths.tolist()) if n > nf]
         if bad:
@@ -195,4 +198,5 @@ class TinyImageEncoder(Encoder):
         h = h.view(bsz, nf, self.num_layers, p, self.hidden_size).transpose(1, 2)
         h = h.reshape(bsz, self.num_layers, nf * p, self.hidden_size)
         mask = frame_mask(lengths * p, nf * p)
-        return EncoderOutput(hidden_states=h * mask[:, None, :, None], mask=mask)
+        return EncoderOutput(hidden_states=(h * mask[:, None, :, None]).to(inputs.device),
+                             mask=mask.to(inputs.device))

@@ -49,10 +49,6 @@ class _ImageEncoderBase(Encoder):
     sample_rate = 1
     image_spec: ImageSpec
 
-    def train(self, mode: bool = True) -> _ImageEncoderBase:
-        """Stay in eval mode: the encoder is frozen (and dropout would change its output)."""
-        return super().train(False)
-
     def _set_tokens(self, tokens: int, num_layers: int, hidden: int) -> None:
         self.tokens = int(tokens)
         self.frame_rate = float(tokens)
@@ -80,12 +76,14 @@ class _ImageEncoderBase(Encoder):
                              f"(use encoder.load or mullm.image with encoder.image_spec), got "
                              f"{tuple(inputs.shape[1:])}")
 
-    def _finish(self, states: Sequence[torch.Tensor]) -> EncoderOutput:
-        hidden = torch.stack([s.float() for s in states], dim=1)
+    def _finish(self, states: Sequence[torch.Tensor], device: torch.device) -> EncoderOutput:
+        """Stack per-layer tokens into (B, L, tokens, D) float32 with an all-True mask, both
+        on ``device`` (the input's)."""
+        hidden = torch.stack([s.float() for s in states], dim=1).to(device)
         if hidden.shape[2] != self.tokens:
             raise RuntimeError(f"{type(self).__name__}: produced {hidden.shape[2]} tokens, "
                                f"expected {self.tokens}")
-        mask = torch.ones(hidden.shape[0], hidden.shape[2], dtype=torch.bool)
+        mask = torch.ones(hidden.shape[0], hidden.shape[2], dtype=torch.bool, device=device)
         return EncoderOutput(hidden_states=hidden, mask=mask)
 
 
@@ -161,9 +159,10 @@ class _HFVisionEncoder(_ImageEncoderBase):
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """(B, 3, H, W) -> every hidden state (B, layers + 1, tokens, D)."""
         self._check(inputs, lengths)
-        dtype = next(self.model.parameters()).dtype
-        out = self.model(pixel_values=inputs.to(dtype), output_hidden_states=True)
-        return self._finish(out.hidden_states)
+        param = next(self.model.parameters())
+        out = self.model(pixel_values=inputs.to(param.device, param.dtype),
+                         output_hidden_states=True)
+        return self._finish(out.hidden_states, inputs.device)
 
 
 class CLIPVisionEncoder(_HFVisionEncoder):
@@ -276,13 +275,13 @@ class OpenClipEncoder(_ImageEncoderBase):
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """(B, 3, H, W) -> every block's tokens (B, blocks, CLS + patches, D)."""
         self._check(inputs, lengths)
-        dtype = self.visual.class_embedding.dtype
-        out = self.visual.forward_intermediates(inputs.to(dtype), output_fmt="NLC",
+        cls = self.visual.class_embedding
+        out = self.visual.forward_intermediates(inputs.to(cls.device, cls.dtype), output_fmt="NLC",
                                                 output_extra_tokens=True,
                                                 intermediates_only=True)
         states = [torch.cat([p, t], dim=1) for p, t in
                   zip(out["image_intermediates_prefix"], out["image_intermediates"])]
-        return self._finish(states)
+        return self._finish(states, inputs.device)
 
 
 __all__ = ["CLIPVisionEncoder", "OpenClipEncoder", "ViTEncoder", "ViViTEncoder"]

@@ -1,10 +1,18 @@
 """Training checkpoints: a model directory plus what an exact resume needs.
 
 ``OUT/checkpoint-000120/`` holds ``model.save_pretrained`` output (so it is a valid
-``--model``), ``trainer_state.json`` (step, stage, data position, config fingerprint),
-``optimizer.rank{r}.pt`` (optimizer, scheduler and grad-scaler state) and ``rng.rank{r}.pt``
-(python, numpy, torch and CUDA generator states). Tensors are saved with ``torch.save`` and
-read back with ``weights_only=True``: no pickled code runs on load.
+``--model``), ``trainer_state.json`` (step, stage, data position, global batch, config
+fingerprint), ``optimizer/`` (the optimizer's tensors as a ``torch.distributed.checkpoint``
+of safetensors shards), ``optimizer.json`` (parameter groups, scheduler and grad-scaler
+state) and ``rng.rank{r}.pt`` (python, numpy, torch and CUDA generator states).
+
+The optimizer state goes through DCP (``get_optimizer_state_dict`` names each tensor by its
+parameter, DCP records which slice each process holds), so a run saved by N processes, FSDP
+shards or DDP replicas, resumes on M processes: DCP reads each process's slice back from
+whatever shards hold it. It is written with DCP's Hugging Face storage (safetensors files
+whose headers carry the slice offsets), so no file of a checkpoint is a pickle: the RNG
+files are read with ``torch.load(weights_only=True)``, everything else is JSON or
+safetensors.
 
 A checkpoint is written into ``checkpoint-N.tmp`` and renamed into place only when complete,
 so a process killed mid-save never leaves a checkpoint that looks valid but is not.
@@ -12,10 +20,13 @@ so a process killed mid-save never leaves a checkpoint that looks valid but is n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +37,10 @@ from mullm.errors import MullmError
 
 STATE_FILE = "trainer_state.json"
 PREFIX = "checkpoint-"
+OPTIMIZER_DIR = "optimizer"
+OPTIMIZER_META = "optimizer.json"
+# 2: optimizer state through torch.distributed.checkpoint, global batch in the state file.
+FORMAT = 2
 
 
 class ResumeError(MullmError, ValueError):
@@ -89,14 +104,108 @@ def tmp_dir(run_dir: Path, step: int) -> Path:
     return run_dir / (checkpoint_name(step) + ".tmp")
 
 
-def save_rank_state(staging: Path, rank: int, optimizer_state: dict[str, Any],
-                    scheduler: Any, scaler: Any | None) -> None:
-    """Write this rank's optimizer state (plain tensors), scheduler/scaler and RNG states."""
+def save_optimizer(staging: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scheduler: Any, scaler: Any | None, is_main: bool) -> None:
+    """Write the optimizer's tensors as a DCP checkpoint under ``staging/optimizer`` and the
+    parameter groups, scheduler and grad-scaler state as ``optimizer.json`` (rank 0).
+
+    Every process must call it (DCP plans the save collectively). ``model`` is the unwrapped
+    model whose parameters the optimizer holds (sharded in place under FSDP).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    osd = get_optimizer_state_dict(model, optimizer)
+    with _quiet_single_process() as no_dist:
+        dcp.save(_flatten(osd["state"]), storage_writer=HuggingFaceStorageWriter(
+            str(staging / OPTIMIZER_DIR), save_distributed=True), no_dist=no_dist)
+    if is_main:
+        meta = {"param_groups": osd["param_groups"], "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None}
+        (staging / OPTIMIZER_META).write_text(json.dumps(meta, indent=1))
+
+
+def load_optimizer(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scheduler: Any, scaler: Any | None) -> None:
+    """Restore what ``save_optimizer`` wrote into a fresh optimizer, scheduler and scaler,
+    whatever the number of processes (or their sharding) that saved it.
+
+    Raises:
+        ResumeError: a file is missing, or the checkpoint holds optimizer state for other
+            parameters than this stage trains.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    folder, meta_path = ckpt / OPTIMIZER_DIR, ckpt / OPTIMIZER_META
+    for p in (folder, meta_path):
+        if not p.exists():
+            raise ResumeError(f"{ckpt}: {p.name} is missing; not a complete checkpoint")
+    meta = json.loads(meta_path.read_text())
+    reader = HuggingFaceStorageReader(str(folder))
+    saved = set(reader.read_metadata().state_dict_metadata)
+    # This process's layout (and a zero-lr step that creates the state tensors to fill).
+    osd = get_optimizer_state_dict(model, optimizer)
+    wanted = _flatten(osd["state"])
+    extra = sorted(saved - set(wanted))
+    if extra:
+        raise ResumeError(f"{ckpt}: optimizer state for {len(extra)} tensor(s) this stage does "
+                          f"not train, e.g. {extra[:3]}; resume with the config that wrote it")
+    # Parameters that had no gradient yet have no state in the checkpoint: leave them so.
+    wanted = {k: v for k, v in wanted.items() if k in saved}
+    with _quiet_single_process() as no_dist:
+        dcp.load(wanted, storage_reader=reader, no_dist=no_dist)
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g
+              for g in meta["param_groups"]]
+    set_optimizer_state_dict(model, optimizer,
+                             {"state": _unflatten(wanted), "param_groups": groups})
+    scheduler.load_state_dict(meta["scheduler"])
+    if scaler is not None and meta.get("scaler") is not None:
+        scaler.load_state_dict(meta["scaler"])
+
+
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[bool]:
+    """Yield True without a process group (DCP then reads or writes alone) and silence the
+    warning DCP gives on every such call: one process is the intent there, not a mistake."""
+    import torch.distributed as dist
+
+    single = not (dist.is_available() and dist.is_initialized())
+    with warnings.catch_warnings():
+        if single:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield single
+
+
+def _flatten(state: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """{param FQN: {name: tensor}} -> {"FQN.name": tensor}; refuses non-tensor state."""
+    out = {}
+    for fqn, entries in state.items():
+        for name, value in entries.items():
+            if not torch.is_tensor(value):
+                raise TypeError(f"optimizer state {fqn}.{name} is a {type(value).__name__}; "
+                                f"only tensors are checkpointed (AdamW keeps only tensors)")
+            out[f"{fqn}.{name}"] = value
+    return out
+
+
+def _unflatten(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """Inverse of ``_flatten`` (state names such as ``exp_avg`` hold no dot)."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        fqn, name = key.rsplit(".", 1)
+        out.setdefault(fqn, {})[name] = value
+    return out
+
+
+def save_rng(staging: Path, rank: int) -> None:
+    """Write this process's RNG states as ``rng.rank{rank}.pt``."""
     staging.mkdir(parents=True, exist_ok=True)
-    opt = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
-    if scaler is not None:
-        opt["scaler"] = scaler.state_dict()
-    torch.save(opt, staging / f"optimizer.rank{rank}.pt")
     torch.save(rng_state(), staging / f"rng.rank{rank}.pt")
 
 
@@ -119,21 +228,32 @@ def read_state(ckpt: Path) -> dict[str, Any]:
     return json.loads((ckpt / STATE_FILE).read_text())
 
 
-def load_rank_state(ckpt: Path, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(optimizer bundle, rng state) of one rank, loaded with weights_only=True."""
-    opt_path, rng_path = ckpt / f"optimizer.rank{rank}.pt", ckpt / f"rng.rank{rank}.pt"
-    for p in (opt_path, rng_path):
-        if not p.is_file():
-            raise ResumeError(f"{ckpt}: {p.name} is missing (was it written by a run with "
-                              f"another number of processes?)")
-    opt = torch.load(opt_path, map_location="cpu", weights_only=True)
-    rng = torch.load(rng_path, map_location="cpu", weights_only=True)
-    return opt, rng
+def load_rng(ckpt: Path, rank: int) -> dict[str, Any]:
+    """The RNG states rank ``rank`` saved (weights_only=True). A process beyond those that
+    saved (a resume on more processes) takes rank 0's, as every rank of a new run starts
+    from the same seed."""
+    path = ckpt / f"rng.rank{rank}.pt"
+    if not path.is_file():
+        path = ckpt / "rng.rank0.pt"
+    if not path.is_file():
+        raise ResumeError(f"{ckpt}: {path.name} is missing; not a complete checkpoint")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def check_compatible(ckpt: Path, state: dict[str, Any], fingerprint: dict[str, str],
-                     world_size: int) -> None:
-    """Refuse a checkpoint from another config or another number of processes."""
+                     global_batch: int) -> None:
+    """Refuse a checkpoint from an older layout, another config or another global batch.
+
+    The number of processes may change: the batch order depends only on the global batch
+    (``batch_size * grad_accum * processes``), so keep that product (raise grad_accum when
+    resuming on fewer processes).
+    """
+    if state.get("format", 1) < FORMAT:
+        raise ResumeError(
+            f"--resume {ckpt}: written by an older mullm (per-process optimizer.rank*.pt "
+            f"files); this version reads optimizer state with torch.distributed.checkpoint. "
+            f"Resume it with the mullm that wrote it, or start a new output_dir"
+        )
     theirs = state.get("fingerprint", {})
     diff = sorted(k for k in fingerprint if theirs.get(k) != fingerprint[k])
     if diff:
@@ -142,8 +262,10 @@ def check_compatible(ckpt: Path, state: dict[str, Any], fingerprint: dict[str, s
             f"differ); compare {ckpt.parent / 'config.yaml'} with this config, or start a "
             f"new output_dir"
         )
-    if state.get("world_size", 1) != world_size:
+    if state["global_batch"] != global_batch:
         raise ResumeError(
-            f"--resume {ckpt}: saved with {state.get('world_size')} process(es), resumed with "
-            f"{world_size}; the data order depends on it, so use the same count"
+            f"--resume {ckpt}: saved with a global batch of {state['global_batch']} "
+            f"(batch_size x grad_accum x {state['world_size']} process(es)), resumed with "
+            f"{global_batch}; the data order depends on it: keep batch_size x grad_accum x "
+            f"processes equal (e.g. a larger grad_accum on fewer processes)"
         )

@@ -203,8 +203,9 @@ def resume_fingerprint(cfg: TrainConfig) -> dict[str, str]:
         "model": d["model"],
         "data": {k: v for k, v in d["data"].items() if k != "num_workers"},
         "stages": d["stages"],
-        "batch": {k: d["train"][k] for k in ("batch_size", "grad_accum", "seed",
-                                              "max_grad_norm", "precision")},
+        # batch_size and grad_accum are not here: a resume may change them with the number
+        # of processes as long as the global batch stays (checked from trainer_state.json).
+        "batch": {k: d["train"][k] for k in ("seed", "max_grad_norm", "precision")},
     }
     return {k: hashlib.sha256(yaml.safe_dump(v, sort_keys=True).encode()).hexdigest()[:16]
             for k, v in parts.items()}

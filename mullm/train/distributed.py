@@ -154,44 +154,11 @@ def scalar(value: torch.Tensor) -> float:
     return float(value)
 
 
-def local_optimizer_state(state: dict) -> dict:
-    """An optimizer state_dict with FSDP shards as this rank's plain local tensors, so it
-    saves with torch.save and loads back with ``weights_only=True``."""
-    from torch.distributed.tensor import DTensor
-
-    per_param = {
-        idx: {k: v.to_local() if isinstance(v, DTensor) else v for k, v in st.items()}
-        for idx, st in state["state"].items()}
-    return {**state, "state": per_param}
-
-
-def distribute_optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
-    """Inverse of :func:`local_optimizer_state` for this rank: wrap each saved local tensor
-    back into the shard layout of its (sharded) parameter."""
-    from torch.distributed.tensor import DTensor
-
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    out = {}
-    for idx, st in state["state"].items():
-        p = params[int(idx)]
-        if not isinstance(p, DTensor):
-            out[idx] = st
-            continue
-        local = p.to_local()
-        local_shape = local.shape
-        # Checkpoints load onto the CPU; the shard lives where its parameter does.
-        out[idx] = {
-            k: DTensor.from_local(v.to(local.device), p.device_mesh, p.placements,
-                                  run_check=False, shape=p.shape, stride=p.stride())
-            if torch.is_tensor(v) and k != "step" and v.shape == local_shape else v
-            for k, v in st.items()}
-    return {**state, "state": out}
-
-
 def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum a tensor over ranks (identity in one process)."""
+    """Sum a tensor over ranks (identity in one process). The sum is on ``info.device``
+    (NCCL reduces only GPU tensors, so a CPU counter is copied there first)."""
     if info.enabled:
-        value = value.clone()
+        value = value.to(info.device, copy=True)
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
 

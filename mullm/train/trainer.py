@@ -114,12 +114,22 @@ def build_optimizer(chosen: dict[str, list[nn.Parameter]], stage: StageConfig
     return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
 
 
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup, then cosine decay to ``min_ratio``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The stage's LR schedule: transformers' warmup + cosine to ``lr * min_lr_ratio``.
+
+    Per step ``s`` of ``T = stage.steps`` with ``W = stage.warmup_steps``, the multiplier is
+    ``(s + 1) / W`` while ``s < W`` (the first step already learns), then the half cosine
+    from 1 to ``min_lr_ratio`` with progress ``(s - W + 1) / (T - W)``, so the last step runs
+    at exactly the minimum. (mullm's own schedule before used ``(s - W) / (T - W)``: the same
+    curve one step later, never reaching the minimum; see docs/training.md.) A LambdaLR, so
+    its state dict (the step count) resumes exactly.
+    """
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
+
+    return get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+        optimizer, num_warmup_steps=stage.warmup_steps, num_training_steps=stage.steps,
+        min_lr_rate=stage.min_lr_ratio)
 
 
 def autocast_for(precision: str, device: torch.device) -> tuple[Any, torch.dtype | None]:
@@ -168,12 +178,14 @@ class Trainer:
         self.main = self.dist.is_main
         torch.manual_seed(cfg.train.seed)
         self.fingerprint = resume_fingerprint(cfg)
+        # Samples per optimiser step; the batch order depends on it alone (MixtureBatches).
+        self.global_batch = cfg.train.batch_size * cfg.train.grad_accum * self.dist.world_size
         self.resume_from = ckpt.resolve_resume(resume) if resume else None
         self.resume_state: dict[str, Any] | None = None
         if self.resume_from is not None:
             self.resume_state = ckpt.read_state(self.resume_from)
             ckpt.check_compatible(self.resume_from, self.resume_state, self.fingerprint,
-                                  self.dist.world_size)
+                                  self.global_batch)
 
         from mullm.model import MusicLLM
 
@@ -259,14 +271,16 @@ class Trainer:
             staging.mkdir(parents=True, exist_ok=True)
         D.barrier(self.dist)
         self._save_model(staging)
-        ckpt.save_rank_state(staging, self.dist.rank, D.local_optimizer_state(
-            optimizer.state_dict()), scheduler, scaler)
+        ckpt.save_optimizer(staging, self.model, optimizer, scheduler, scaler, self.main)
+        ckpt.save_rng(staging, self.dist.rank)
         D.barrier(self.dist)
         path = ckpt.tmp_dir(self.run_dir, self.global_step).with_suffix("")
         if self.main:
             state = {"global_step": self.global_step, "stage": stage_name,
                      "stage_index": stage_index, "stage_step": stage_step,
                      "data_position": position, "stage_done": done,
+                     "format": ckpt.FORMAT, "global_batch": self.global_batch,
+                     "grad_accum": self.cfg.train.grad_accum,
                      "world_size": self.dist.world_size, "fingerprint": self.fingerprint,
                      "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
             path = ckpt.finalize(staging, state, self.cfg.train.keep_checkpoints)
@@ -359,20 +373,18 @@ class Trainer:
                 if self.wrapped is self.model:  # FSDP (in place) made new parameter objects
                     chosen = select_groups(self.model.trainable_groups(), stage.trainable, name)
                 optimizer = build_optimizer(chosen, stage)
-                scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    optimizer, lambda s, st=stage: warmup_cosine(s, st.warmup_steps, st.steps,
-                                                                 st.min_lr_ratio))
+                scheduler = build_scheduler(optimizer, stage)
                 scaler = torch.amp.GradScaler() if self.amp_dtype == torch.float16 else None
                 stage_step, position = 0, 0
                 if rs is not None and si == rs["stage_index"]:
-                    stage_step, position = int(rs["stage_step"]), int(rs["data_position"])
-                    opt_state, rng = ckpt.load_rank_state(self.resume_from, self.dist.rank)
-                    optimizer.load_state_dict(
-                        D.distribute_optimizer_state(opt_state["optimizer"], optimizer))
-                    scheduler.load_state_dict(opt_state["scheduler"])
-                    if scaler is not None and "scaler" in opt_state:
-                        scaler.load_state_dict(opt_state["scaler"])
-                    ckpt.set_rng_state(rng)
+                    stage_step = int(rs["stage_step"])
+                    # The data position counts micro-batches: convert it when grad_accum
+                    # changed with the number of processes (same global batch).
+                    position = (int(rs["data_position"]) // int(rs["grad_accum"])
+                                * self.cfg.train.grad_accum)
+                    ckpt.load_optimizer(self.resume_from, self.model, optimizer, scheduler,
+                                        scaler)
+                    ckpt.set_rng_state(ckpt.load_rng(self.resume_from, self.dist.rank))
                     if self.main:
                         print(f"[mullm] resumed from {self.resume_from} at step "
                               f"{self.global_step} (stage {name!r} step {stage_step})",
@@ -443,7 +455,8 @@ class Trainer:
                         elif labelled == 0:
                             # The same for DDP: a zero that touches every trainable parameter.
                             part = sum((p.sum() * 0.0 for p in model.parameters()
-                                        if p.requires_grad), torch.zeros(()))
+                                        if p.requires_grad),
+                                       torch.zeros((), device=self.dist.device))
                         else:
                             out = model(**_move(b, self.dist.device))
                             part = out["loss"].float() * out["num_tokens"]
