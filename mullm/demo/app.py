@@ -115,13 +115,14 @@ def build_demo(model: "MusicLLM", config: DemoConfig | None = None, music: Music
                     "button", file_count="multiple", sources=["upload"], elem_id="message",
                     show_label=False)
                 with gr.Row():
-                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
-                    use_gen = gr.Button("Use last generated clip", elem_id="use-generated")
-                    clear = gr.Button("Clear", elem_id="clear")
-                    export = gr.Button("Export JSONL", elem_id="export")
+                    stop = gr.Button("Stop", variant="stop", size="sm", elem_id="stop")
+                    use_gen = gr.Button("Use last generated clip", size="sm",
+                                        elem_id="use-generated")
+                    clear = gr.Button("Clear", size="sm", elem_id="clear")
+                    export = gr.Button("Export JSONL", size="sm", elem_id="export")
                 status = gr.Markdown("", elem_id="status")
                 files = gr.File(label="Exported conversation", file_count="multiple",
-                                interactive=False)
+                                interactive=False, visible=False)
             with gr.Column(scale=2):
                 mic = gr.Audio(sources=["microphone", "upload"], type="filepath",
                                label="Record a clip (sent with your next message)")
@@ -135,8 +136,9 @@ def build_demo(model: "MusicLLM", config: DemoConfig | None = None, music: Music
                                      label="Seed (empty = a new one each answer)")
                 gr.Markdown("### What the model heard")
                 heard = gr.Markdown("No clips yet.", elem_id="heard")
-                gallery = gr.Gallery(label="Spectrograms at the model's sample rate", columns=1,
-                                     height="auto", object_fit="contain", elem_id="spectrograms")
+                picture = gr.Image(label="Spectrograms at the model's sample rate",
+                                   type="filepath", interactive=False, elem_id="spectrograms",
+                                   buttons=["download", "fullscreen"])
 
         def send(message: dict | None, recording: str | None, n: Any, t: Any, p: Any, s: Any,
                  request: gr.Request) -> Any:
@@ -153,7 +155,7 @@ def build_demo(model: "MusicLLM", config: DemoConfig | None = None, music: Music
                     first = False
                     if what == EVERYTHING:
                         yield (copy.deepcopy(session.display), box_out, mic_out,
-                               session.heard_markdown(), session.gallery())
+                               session.heard_markdown(), session.heard_picture())
                     else:
                         yield copy.deepcopy(session.display), box_out, mic_out, gr.skip(), \
                             gr.skip()
@@ -168,8 +170,8 @@ def build_demo(model: "MusicLLM", config: DemoConfig | None = None, music: Music
         def on_clear(request: gr.Request) -> Any:
             session = store.get(request.session_hash)
             session.clear()
-            return ([], gr.MultimodalTextbox(value=None), None, session.heard_markdown(), [],
-                    None, "")
+            return ([], gr.MultimodalTextbox(value=None), None, session.heard_markdown(), None,
+                    gr.File(value=None, visible=False), "")
 
         def on_export(request: gr.Request) -> Any:
             from mullm.demo.export import export_session
@@ -180,8 +182,8 @@ def build_demo(model: "MusicLLM", config: DemoConfig | None = None, music: Music
             try:
                 jsonl, archive = export_session(session, out, engine.model_name)
             except ValueError as exc:
-                return None, f"Export: {exc}."
-            return [str(jsonl), str(archive)], (
+                return gr.File(value=None, visible=False), f"Export: {exc}."
+            return gr.File(value=[str(jsonl), str(archive)], visible=True), (
                 f"Exported {len(session.turns)} turn(s): `conversation.jsonl` and a zip with "
                 "its audio.")
 
@@ -190,11 +192,12 @@ def build_demo(model: "MusicLLM", config: DemoConfig | None = None, music: Music
             return engine.attach_last_generated(session), session.heard_markdown()
 
         inputs = [box, mic, max_new, temperature, top_p, seed]
-        box.submit(send, inputs, [chatbot, box, mic, heard, gallery], api_name="send")
+        box.submit(send, inputs, [chatbot, box, mic, heard, picture], api_name="send")
         # Not queued: Stop must act at once, also when the queue is full.
         stop.click(on_stop, None, [status], api_name="stop", queue=False)
-        clear.click(on_clear, None, [chatbot, box, mic, heard, gallery, files, status],
-                    api_name="clear")
+        cleared = [chatbot, box, mic, heard, picture, files, status]
+        clear.click(on_clear, None, cleared, api_name="clear")
+        chatbot.clear(on_clear, None, cleared, api_name=False)  # the chat's own bin icon
         export.click(on_export, None, [files, status], api_name="export")
         use_gen.click(on_attach, None, [status, heard], api_name="attach_generated")
 

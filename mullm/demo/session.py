@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mullm.demo.media import Clip, ImageItem
+from mullm.demo.media import Clip, ImageItem, fmt_time
 from mullm.demo.settings import TurnSettings
 from mullm.media import MARKERS
 
@@ -87,6 +87,7 @@ class ChatSession:
         self.generated: list[GeneratedClip] = []
         self.stop = threading.Event()
         self.busy = threading.Lock()
+        self._pictures = 0
 
     # ------------------------------------------------------------------ media
     @property
@@ -153,10 +154,16 @@ class ChatSession:
             return "No clips yet. Attach audio (upload or record) to your message."
         return "\n\n".join(f"- {line}" for line in lines)
 
-    def gallery(self) -> list[tuple[str, str]]:
-        """(spectrogram PNG, caption) per clip, for the "what the model heard" gallery."""
-        return [(str(c.spectrogram), f"Clip {c.index}: {c.name}") for c in self.clips
-                if c.spectrogram is not None]
+    def heard_picture(self) -> str | None:
+        """One PNG with every clip's spectrogram under its label (None before any clip)."""
+        from mullm.demo.spectrogram import stack_pictures
+
+        items = [(c.spectrogram, f"Clip {c.index}: {c.name}  ({fmt_time(c.duration_s)})")
+                 for c in self.clips if c.spectrogram is not None]
+        if not items:
+            return None
+        self._pictures += 1  # a new name each time: browsers cache images by URL
+        return str(stack_pictures(items, self.folder / f"heard-{self._pictures}.png"))
 
     def clear(self) -> None:
         """Forget the conversation and delete its files (the folder is reused)."""

@@ -93,4 +93,35 @@ def spectrogram_png(wave: np.ndarray, sample_rate: int, out: str | Path, *,
     return out
 
 
-__all__ = ["log_spectrogram", "spectrogram_png"]
+def stack_pictures(items: list[tuple[Path, str]], out: str | Path, label_px: int = 28,
+                   top_px: int = 44) -> Path:
+    """Stack pictures (all ``spectrogram_png``'s width) into one PNG, each under its label.
+
+    Args:
+        items: (picture path, label) pairs, top to bottom; at least one.
+        out: where to write the PNG.
+        label_px: height of the white band holding each label.
+        top_px: white margin on top (gradio draws the component's label there).
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not items:
+        raise ValueError("stack_pictures needs at least one picture")
+    pictures = [(Image.open(p).convert("RGB"), label) for p, label in items]
+    width = max(img.width for img, _ in pictures)
+    height = top_px + sum(img.height + label_px for img, _ in pictures)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=18)
+    y = top_px
+    for img, label in pictures:
+        draw.text((4, y + 4), label, fill=(20, 20, 20), font=font)
+        sheet.paste(img, (0, y + label_px))
+        y += img.height + label_px
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, optimize=True)
+    return out
+
+
+__all__ = ["log_spectrogram", "spectrogram_png", "stack_pictures"]
