@@ -19,6 +19,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import yaml
@@ -26,7 +27,7 @@ from demo_support import WINDOW_S, ModelSpy, tiny_demo_config, tiny_demo_model, 
 from gradio_client import Client, handle_file
 
 from mullm import cli
-from mullm.audio import load_audio
+from mullm.audio import load_audio, synth_clip, write_wav
 from mullm.data.schema import read_conversations
 from mullm.demo import DemoConfig, ToneMusic, build_demo, load_demo_config
 from mullm.demo.app import DemoApp
@@ -127,6 +128,46 @@ def test_bad_files_get_a_friendly_message_and_the_session_goes_on(server, files)
     conversation, media = spy.last_chat()
     assert [m["content"] for m in conversation[::2]] == ["<audio>\nDescribe it.", "Go on."]
     assert len(media["audio"]) == 1
+
+
+def test_limits_from_the_config_are_enforced(server, files, tmp_path):
+    from PIL import Image
+
+    spy = server["spy"]
+    engine = ChatEngine(server["model"], DemoConfig(max_upload_mb=0.5, max_audio_s=5.0))
+    session = ChatSession(tmp_path / "s", "chunk")
+    picture = tmp_path / "cover.png"
+    Image.new("RGB", (64, 64), "red").save(picture)
+    stereo = np.stack([synth_clip(duration_s=4.0, sample_rate=48000)] * 2, axis=1)
+    big = write_wav(tmp_path / "big.wav", stereo, 48000)  # 768 kB, 4 s
+    calls = len(spy.calls)
+    expected = {
+        files["long"]: "it is 0:09 long; this demo accepts clips up to 0:05 (5 s)",
+        big: "it is 0.8 MB; the limit is 0.5 MB",
+        picture: "this model takes no images",
+    }
+    for path, message in expected.items():
+        list(engine.respond(session, "Look.", [str(path)], None, GREEDY))
+        assert f"Could not use {path.name}: {message}" in session.display[-1]["content"]
+    assert len(spy.calls) == calls and session.turns == []
+    # The model's own limit: at most max_items clips per conversation.
+    engine.max_clips = 2
+    list(engine.respond(session, "Two.", [str(files["c_major"])] * 3, None, GREEDY))
+    assert "takes at most 2 clips per conversation" in session.display[-1]["content"]
+
+
+def test_a_failing_music_hook_leaves_the_answer_standing(server, tmp_path):
+    def broken(messages: list, media: dict) -> list:
+        raise RuntimeError("decoder out of memory")
+
+    engine = ChatEngine(server["model"], DemoConfig(), music=broken)
+    session = ChatSession(tmp_path / "s", "chunk")
+    list(engine.respond(session, "Play something.", [], None, GREEDY))
+    assert len(session.turns) == 1 and session.turns[0].reply
+    notice = session.display[-1]
+    assert notice["metadata"]["title"] == "No music"
+    assert "(RuntimeError: decoder out of memory); the text answer above stands" in \
+        notice["content"]
 
 
 def test_a_long_clip_is_heard_whole_through_the_captioning_path(server, files):
@@ -329,16 +370,19 @@ def test_starting_the_demo_opens_no_outbound_connection(model_yaml, tmp_path):
     assert outbound == [], outbound
     assert {"bind": "127.0.0.1"} in events  # it served, on loopback only
     assert "gradio.live" not in out and "warning" not in out
+    assert f"at http://127.0.0.1:{port}/ (this machine only)" in out
 
 
 def test_the_command_warns_before_serving_beyond_this_machine(model_yaml, monkeypatch,
                                                               capsys):
     seen: dict = {}
-    monkeypatch.setattr(DemoApp, "launch", lambda self, **kw: seen.update(kw) or "")
+    monkeypatch.setattr(DemoApp, "launch", lambda self, **kw: seen.update(kw) or "http://x/")
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
     argv = ["demo", "--model", str(model_yaml), "--host", "0.0.0.0", "--port", "7999"]
     assert cli.main(argv) == 0
     assert "warning: --host 0.0.0.0 serves the demo to every machine" in capsys.readouterr().err
-    assert seen == {"host": "0.0.0.0", "port": 7999, "share": False, "block": True}
+    assert seen == {"host": "0.0.0.0", "port": 7999, "share": False, "block": False,
+                    "quiet": True}
     assert host_warning("127.0.0.1") is None
     assert cli.main(["demo", "--model", "no-such-model"]) == 2
     assert "mullm demo: error: 'no-such-model' is not a model directory" in \

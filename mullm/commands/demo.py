@@ -79,7 +79,15 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
     app = build_demo(model, config, music=music, model_name=str(args.model))
     try:
-        app.launch(host=args.host, port=args.port, share=args.share, block=True)
+        url = app.launch(host=args.host, port=args.port, share=args.share, block=False,
+                         quiet=True)
+        where = "this machine only" if warning is None else f"every machine that reaches {url}"
+        print(f"mullm demo: serving {args.model} at {url} ({where}); Ctrl+C stops it",
+              flush=True)
+        if app.share_url:
+            print(f"mullm demo: public link (anyone who has it can use the model): "
+                  f"{app.share_url}", flush=True)
+        app.blocks.block_thread()  # until Ctrl+C
     except OSError as exc:
         print(f"mullm demo: error: cannot listen on {args.host}:{args.port} ({exc}); "
               "pass another --port", file=sys.stderr)

@@ -57,20 +57,26 @@ class DemoApp:
         self.config = config
         self.workdir = workdir
         self._owns_workdir = owns_workdir
+        self.share_url: str | None = None  # set by launch(share=True)
 
     def launch(self, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
                block: bool = True, quiet: bool = False) -> str:
-        """Serve the page; returns its local URL (when ``block`` is False).
+        """Serve the page and return its local URL; with ``block``, only after serving
+        until interrupted (Ctrl+C).
 
         Args:
             host: interface to bind; anything but loopback exposes the demo to the network.
             port: TCP port; None picks a free one from 7860 up.
             share: ask gradio for a public share link (needs the internet).
             block: keep serving until interrupted (False: return at once, for tests).
+            quiet: print nothing (gradio prints the URL otherwise).
+
+        Raises:
+            OSError: the port is taken.
         """
         # Gradio reads these while launching (mullm demo sets them before any import).
         safe_environment()
-        _, local_url, _ = self.blocks.launch(
+        _, local_url, self.share_url = self.blocks.launch(
             server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
             quiet=quiet, show_error=False, ssr_mode=False, mcp_server=False, pwa=False,
             enable_monitoring=False, max_file_size=self.config.max_upload_bytes,
@@ -117,7 +123,8 @@ def build_demo(model: "MusicLLM", config: DemoConfig | None = None, music: Music
                 with gr.Row():
                     stop = gr.Button("Stop", variant="stop", size="sm", elem_id="stop")
                     use_gen = gr.Button("Use last generated clip", size="sm",
-                                        elem_id="use-generated")
+                                        elem_id="use-generated",
+                                        visible=engine.music is not None)
                     clear = gr.Button("Clear", size="sm", elem_id="clear")
                     export = gr.Button("Export JSONL", size="sm", elem_id="export")
                 status = gr.Markdown("", elem_id="status")
