@@ -28,6 +28,7 @@ from gradio_client import Client, handle_file
 
 from mullm import cli
 from mullm.audio import load_audio, synth_clip, write_wav
+from mullm.config import ModelConfig, from_dict
 from mullm.data.schema import read_conversations
 from mullm.demo import DemoConfig, ToneMusic, build_demo, load_demo_config
 from mullm.demo.app import DemoApp
@@ -35,6 +36,7 @@ from mullm.demo.chat import ChatEngine
 from mullm.demo.network import host_warning
 from mullm.demo.session import ChatSession
 from mullm.errors import ConfigError
+from mullm.model import MusicLLM
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,6 +172,32 @@ def test_a_failing_music_hook_leaves_the_answer_standing(server, tmp_path):
         notice["content"]
 
 
+def test_images_and_clips_attach_to_the_turn_they_were_given_in(files, tmp_path):
+    from PIL import Image
+
+    cfg = tiny_demo_config(tmp_path)
+    cfg["modalities"]["image"] = {
+        "encoder": {"name": "tiny_image"},
+        "adapter": {"name": "mlp", "hidden_size": 32, "pool": "mean", "pool_frames": 4},
+        "injection": {"kind": "splice"}}
+    model = MusicLLM(from_dict(ModelConfig, cfg)).eval()
+    spy = ModelSpy(model)
+    engine = ChatEngine(model, DemoConfig(max_new_tokens=4))
+    session = ChatSession(tmp_path / "s", "chunk")
+    cover = tmp_path / "cover.png"
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(cover)
+    list(engine.respond(session, "Here is a clip.", [str(files["c_major"])], None, GREEDY))
+    list(engine.respond(session, "And the cover art.", [str(cover)], None, GREEDY))
+    list(engine.respond(session, "Another clip.", [str(files["f_minor"])], None, GREEDY))
+    conversation, media = spy.last_chat()
+    assert [m["content"] for m in conversation[::2]] == [
+        "<audio>\nHere is a clip.", "<image>\nAnd the cover art.", "<audio>\nAnother clip."]
+    assert len(media["audio"]) == 2 and len(media["image"]) == 1
+    red = media["image"][0]  # a tensor-only encoder gets RGB in [0, 1]
+    assert tuple(red.shape) == (3, 30, 40) and float(red[0].mean()) == 1.0
+    assert "**Image 1: cover.png**: 40x30 pixels." in session.heard_markdown()
+
+
 def test_a_long_clip_is_heard_whole_through_the_captioning_path(server, files):
     spy = server["spy"]
     client = Client(server["url"], verbose=False)
@@ -287,10 +315,14 @@ def test_music_output_is_shown_and_can_be_edited_in_the_next_turn(server, files,
     assert Path(jsonl).read_text() == next(local.rglob("conversation.jsonl")).read_text()
 
 
-def test_clear_starts_a_new_conversation(server, files):
+def test_a_recording_joins_its_message_and_clear_starts_anew(server, files):
     spy = server["spy"]
     client = Client(server["url"], verbose=False)
-    send(client, "Describe it.", [files["c_major"]])
+    # A microphone recording goes with the message it was recorded for.
+    heard = client.predict({"text": "Describe it.", "files": []},
+                           handle_file(str(files["c_major"])), *GREEDY, api_name="/send")[3]
+    assert "**Clip 1: recording-1.wav** (microphone)" in heard
+    assert spy.last_chat()[0][-1]["content"] == "<audio>\nDescribe it."
     chat, *_ = client.predict(api_name="/clear")
     assert chat == []
     assert client.predict(api_name="/export")[1].startswith("Export: there is nothing")

@@ -77,7 +77,9 @@ class ChatEngine:
         self.model_name = model_name or str(model.config.llm.name_or_path)
         specs = model.processor.specs
         self.audio_spec = specs.get("audio")
-        self.has_image = "image" in specs and specs["image"].image_spec is not None
+        self.has_image = "image" in specs
+        # Encoders with their own pixel preprocessing read files; the others get tensors.
+        self.image_as_tensor = self.has_image and specs["image"].image_spec is None
         self.max_clips = self.audio_spec.max_items if self.audio_spec else 0
         self.max_images = specs["image"].max_items if self.has_image else 0
 
@@ -184,7 +186,8 @@ class ChatEngine:
                         raise UploadRejected(f"Could not use {name}: this model takes at most "
                                              f"{self.max_images} images per conversation.")
                     images.append(accept_image(path, name, len(session.images) + len(images) + 1,
-                                               self.config, session.folder / "images"))
+                                               self.config, session.folder / "images",
+                                               as_tensor=self.image_as_tensor))
                 else:
                     raise UploadRejected(
                         f"Could not use {name}: not an audio or image file. Audio: {DECODABLE}"

@@ -109,15 +109,29 @@ class Clip:
         return "\n".join(lines) + "]"
 
 
+# Images go to an encoder that only takes tensors (no pixel preprocessing of its own) as RGB
+# in [0, 1], at most this many pixels on the long side (it resizes them anyway).
+TENSOR_IMAGE_SIDE = 512
+
+
 @dataclass
 class ImageItem:
-    """One image of a conversation (``index``: the n-th ``<image>``)."""
+    """One image of a conversation (``index``: the n-th ``<image>``).
+
+    ``pixels`` is the (3, H, W) float tensor in [0, 1] for encoders that take tensors; None
+    when the encoder reads the file itself (then ``path`` is what the model gets).
+    """
 
     index: int
     name: str
     path: Path
     width: int
     height: int
+    pixels: Any = field(default=None, repr=False)
+
+    def model_input(self) -> Any:
+        """What goes to the model for this image: its tensor, or its file path."""
+        return self.pixels if self.pixels is not None else str(self.path)
 
     def heard(self) -> str:
         """One line (Markdown) describing the image as given."""
@@ -226,8 +240,9 @@ def draw_spectrogram(clip: Clip, long_audio: str, dest: Path, draw: Any = None) 
 
 
 def accept_image(path: str | Path, name: str, index: int, config: DemoConfig,
-                 dest: Path) -> ImageItem:
-    """Check and decode one image; copy it to ``dest``.
+                 dest: Path, as_tensor: bool = False) -> ImageItem:
+    """Check and decode one image; copy it to ``dest``; with ``as_tensor``, also keep its
+    pixels as a (3, H, W) tensor in [0, 1] (long side at most ``TENSOR_IMAGE_SIDE``).
 
     Raises:
         UploadRejected: empty, too big, not an image, truncated or too small.
@@ -243,7 +258,15 @@ def accept_image(path: str | Path, name: str, index: int, config: DemoConfig,
     dest.mkdir(parents=True, exist_ok=True)
     copy = dest / f"{index:02d}-{_safe_name(name)}"
     shutil.copyfile(path, copy)
-    return ImageItem(index=index, name=name, path=copy, width=img.size[0], height=img.size[1])
+    item = ImageItem(index=index, name=name, path=copy, width=img.size[0], height=img.size[1])
+    if as_tensor:
+        import torch
+
+        small = img.copy()
+        small.thumbnail((TENSOR_IMAGE_SIDE, TENSOR_IMAGE_SIDE))
+        item.pixels = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0
+                                       ).permute(2, 0, 1).contiguous()
+    return item
 
 
 __all__ = ["Clip", "ImageItem", "UploadRejected", "accept_audio", "accept_image",

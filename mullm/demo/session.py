@@ -105,10 +105,11 @@ class ChatSession:
         return len(self.clips) + extra + 1
 
     def model_media(self, turns: list[Turn]) -> dict[str, list]:
-        """What ``turns``' markers stand for: {"audio": waveforms, "image": paths}."""
+        """What ``turns``' markers stand for: {"audio": waveforms, "image": paths or
+        tensors}."""
         audio = [x for t in turns for c in t.clips
                  if (x := c.model_input(self.long_audio)) is not None]
-        images = [str(i.path) for t in turns for i in t.images]
+        images = [i.model_input() for t in turns for i in t.images]
         out: dict[str, list] = {}
         if audio:
             out["audio"] = audio
