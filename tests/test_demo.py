@@ -257,21 +257,20 @@ def test_two_sessions_at_once_each_get_their_own_answer(server, files):
 def test_stop_really_stops_generation(server, files):
     spy = server["spy"]
     client = Client(server["url"], verbose=False)
-    spy.token_delay_s = 0.05  # a slow model: 300 tokens would take 15 s
+    spy.token_delay_s = 0.1  # a slow model: all 300 tokens would take 30 s
     try:
         calls = len(spy.calls)
-        start = time.monotonic()
         job = client.submit({"text": "Tell me everything.", "files": []}, None, 300, 0.0, 1.0,
                             None, api_name="/send")
-        while len(spy.calls) == calls and time.monotonic() - start < 30:
+        while len(spy.calls) == calls:  # generation has started
             time.sleep(0.05)
         time.sleep(0.5)
         client.predict(api_name="/stop")
         chat = job.result(timeout=60)[0]
-        elapsed = time.monotonic() - start
     finally:
         spy.token_delay_s = 0.0
-    assert spy.new_tokens[-1] < 100 and elapsed < 10
+    # Generation itself ended early (not just the display), and the chat says so.
+    assert spy.new_tokens[-1] < 150
     last = chat[-1]
     assert "(stopped)" in text_of(last) or (last.get("metadata") or {}).get("title") == "Stopped"
 
