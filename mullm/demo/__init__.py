@@ -9,12 +9,15 @@ conversation schema) and ``app`` (the Gradio page and a safe launch). See docs/d
 
 from __future__ import annotations
 
+from typing import Any
+
 from mullm.demo.music import MusicHook, ToneMusic
 from mullm.demo.settings import DemoConfig, TurnSettings, load_demo_config
 
 
-def build_demo(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - see mullm.demo.app.build_demo
-    """``mullm.demo.app.build_demo`` (imported on first use: it imports gradio)."""
+def build_demo(*args: Any, **kwargs: Any) -> Any:
+    """``mullm.demo.app.build_demo`` (imported on first use: it imports gradio), which
+    returns a ``DemoApp``; see there for the arguments."""
     from mullm.demo.app import build_demo as build
 
     return build(*args, **kwargs)
