@@ -26,7 +26,7 @@ from types import ModuleType
 
 import numpy as np
 
-from mullm.audio_checks import check_structure
+from mullm.audio_checks import check_structure, mpeg_frame_size
 from mullm.errors import AudioError
 from mullm.utils.files import check_input_file
 from mullm.utils.music import MODES, pitch_class
@@ -135,6 +135,8 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
 def _soundfile_info(path: Path) -> AudioInfo | None:
     """libsndfile's view of the file, or None when it cannot read it or only estimates its
     length (then PyAV decodes it). A cut WAV or OGG is refused here."""
+    if _looks_like_mpeg_audio(path):
+        return None  # MP3: libsndfile's length is an estimate (and mpg123 prints warnings)
     try:
         info = _sf().info(_native(path))
     except _DECODE_ERRORS:
@@ -144,6 +146,13 @@ def _soundfile_info(path: Path) -> AudioInfo | None:
     check_structure(path)
     return AudioInfo(str(path), int(info.samplerate), int(info.channels), int(info.frames),
                      str(info.format))
+
+
+def _looks_like_mpeg_audio(path: Path) -> bool:
+    """An ID3v2 tag or an MPEG audio frame header at the start: MP3 (or MP2) data."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head[:3] == b"ID3" or mpeg_frame_size(head) is not None
 
 
 def _short(exc: BaseException) -> str:
@@ -388,14 +397,20 @@ def _stream_windows(info: AudioInfo, sample_rate: int, starts: list[int], window
 
 def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int,
               subtype: str | None = None) -> Path:
-    """Write a mono (samples,) or (samples, channels) waveform; PCM_16 unless ``subtype``."""
+    """Write a mono (samples,) or (samples, channels) waveform; PCM_16 unless ``subtype``.
+
+    The format follows the extension when libsndfile knows it (``.flac``, ``.ogg``), else
+    WAV (also for a name without extension)."""
     sf = _sf()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(wave, dtype=np.float32)
     if subtype is None or subtype.startswith("PCM"):
         arr = np.clip(arr, -1.0, 1.0)  # integer PCM would wrap around otherwise
-    sf.write(_native(path), arr, sample_rate, subtype=subtype)
+    # The format follows a known extension (.flac, .ogg ...); anything else is WAV.
+    ext = path.suffix.lstrip(".").upper()
+    fmt = None if ext in sf.available_formats() else "WAV"
+    sf.write(_native(path), arr, sample_rate, subtype=subtype, format=fmt)
     return path
 
 

@@ -57,7 +57,7 @@ def _av() -> Any:
     if not _QUIET:
         # FFmpeg's own log lines ("Header missing", "Xing stream size off") would repeat, on
         # stderr, what the AudioError of the file already says.
-        av.logging.set_level(av.logging.FATAL)
+        av.logging.set_level(av.logging.PANIC)
         _QUIET = True
     return av
 
@@ -66,17 +66,20 @@ _QUIET = False
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # FFmpegError's strerror is FFmpeg's own phrase; its str() adds the errno, the path
+    # and PyAV's "last error log", which may come from an earlier file.
+    text = (getattr(exc, "strerror", None) or str(exc)).strip() or type(exc).__name__
     return text.splitlines()[0][:200]
 
 
 def _open(path: Path) -> Any:
-    """Open ``path`` with FFmpeg, local files only."""
+    """Open ``path`` with FFmpeg. (A playlist inside a local file may name only local
+    files: FFmpeg limits nested opens to the file protocol; we refuse playlists anyway.)"""
     av = _av()
     try:
         # Names that are not UTF-8 reach FFmpeg as their original bytes (PyAV encodes
         # with the file-system encoding and surrogateescape).
-        container = av.open(os.fspath(path), options={"protocol_whitelist": "file"})
+        container = av.open(os.fspath(path))
     except (av.error.FFmpegError, OSError, ValueError, UnicodeError) as exc:
         raise AudioError(f"{path}: cannot decode audio ({_short(exc)}); not an audio format "
                          "that libsndfile or FFmpeg reads, or a damaged file") from None

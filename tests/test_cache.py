@@ -195,7 +195,9 @@ def test_manifest_formats(tmp_path: Path) -> None:
         write_wav(root / sub / "song.wav", synth_clip(duration_s=0.2), 16000)
     (root / "a" / "notes.txt").write_text("not audio")
     folder = read_manifest(root)
-    assert [i.id for i in folder] == ["a/song.wav", "b/song.wav"]  # unique despite stems
+    # Unique ids despite repeated stems; every file is offered to the decoder (notes.txt
+    # will become an error record, not a silent omission).
+    assert [i.id for i in folder] == ["a/notes.txt", "a/song.wav", "b/song.wav"]
     assert all(Path(i.path).is_absolute() for i in folder)
     meta = root / "metadata.jsonl"
     meta.write_text('{"id": "x", "audio": "a/song.wav", "key": "C"}\n\n'
@@ -232,8 +234,12 @@ def test_manifest_errors_name_file_and_line(tmp_path: Path) -> None:
     table.write_text("file\nx.wav\n")
     with pytest.raises(DataError, match=r"t.csv:1: CSV needs an 'audio' or 'path' column"):
         read_manifest(table)
-    with pytest.raises(DataError, match="manifest not found"):
-        read_manifest(tmp_path / "missing")
+    with pytest.raises(DataError, match="missing.jsonl: manifest not found"):
+        read_manifest(tmp_path / "missing.jsonl")
+    with pytest.raises(DataError, match="gone/: folder not found"):
+        read_manifest(f"{tmp_path}/gone/")
+    # A missing plain path is an input: the job records "not found" for it.
+    assert [i.id for i in read_manifest(tmp_path / "missing")] == ["missing"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="lists no audio files"):
         read_manifest(tmp_path / "empty")

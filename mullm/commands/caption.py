@@ -16,7 +16,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from mullm.errors import MullmError
+from mullm.errors import MullmError, OutputError, one_line
+from mullm.utils.files import check_output_path
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
@@ -94,14 +95,16 @@ def main(args: argparse.Namespace) -> int:
             seed=args.seed, window_s=args.window_s, hop_s=args.hop_s, summary=args.summary)
         settings.validate()
         shard = parse_shard(args.shard) if args.shard else None
+        # Before the model loads (minutes for a big one): the output can be written.
+        check_output_path(args.out, error=OutputError)
         model = load_model(args.model, args.overrides, args.device)
         stats = run_caption_job(
             model, args.input, args.out, prompt=args.prompt or DEFAULT_PROMPT,
             batch_size=args.batch_size, settings=settings, shard=shard,
             retry_failed=args.retry_failed, model_name=args.model,
             progress=False if args.no_progress else None)
-    except (MullmError, ValueError, FileNotFoundError) as exc:
-        print(f"mullm caption: error: {exc}", file=sys.stderr)
+    except (MullmError, ValueError, OSError) as exc:
+        print(f"mullm caption: error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(stats.table())
     if stats.items and stats.succeeded + stats.previously_succeeded == 0:
