@@ -281,3 +281,22 @@ def test_cli_extract_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -
                    "--out", str(tmp_path / "m"), "--no-progress", "num_layers=2"])
     assert rc == 0
     assert json.loads((tmp_path / "m" / "index.json").read_text())["num_layers"] == 2
+
+
+def test_a_failure_of_any_type_fails_only_its_file(tmp_path: Path) -> None:
+    paths = [write_wav(tmp_path / f"f{i}.wav", synth_clip(duration_s=d), 16000)
+             for i, d in enumerate((0.5, 0.25, 0.75))]
+    enc = _spectral()
+    encode = enc.forward
+
+    def flaky(x: torch.Tensor, n: torch.Tensor) -> object:
+        if int(n.min()) == round(0.25 * enc.sample_rate):  # the 0.25 s file
+            raise KeyError("a bug in the encoder")
+        return encode(x, n)
+
+    enc.forward = flaky
+    summary = extract_features(enc, [str(p) for p in paths], tmp_path / "c", batch_size=2,
+                               progress=False)
+    assert (summary.extracted, summary.failed) == (2, 1)
+    (err,) = [json.loads(x) for x in (tmp_path / "c" / "errors.jsonl").read_text().splitlines()]
+    assert err["input"] == str(paths[1]) and "KeyError" in err["error"]
