@@ -231,3 +231,20 @@ def test_a_record_json_cannot_hold_becomes_an_error_record(tmp_path):
     assert "could not be written as JSON" in r["error"]
     assert stats.failed == 1 and stats.succeeded == 0
 
+
+
+def test_folder_links_are_followed_once_and_loops_end(tmp_path):
+    root = tmp_path / "music"
+    write_wav(root / "albums" / "a" / "1.wav", synth_clip(duration_s=0.3), 16000)
+    elsewhere = tmp_path / "elsewhere"
+    write_wav(elsewhere / "2.wav", synth_clip(duration_s=0.3), 16000)
+    (root / "linked").symlink_to(elsewhere)  # a link to a folder outside: followed
+    (root / "albums" / "a" / "up").symlink_to("../..")  # a link back up: not a loop forever
+    (root / "again").symlink_to("albums")  # the same real folder twice: read once
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    notes: list[str] = []
+    ids = [i.id for i in C.resolve_inputs(str(root), notes)]
+    assert ids == ["albums/a/1.wav", "linked/2.wav"]
+    assert notes == [f"{root}: skipped 1 hidden entry (names starting with '.'); list them "
+                     "explicitly to include them"]

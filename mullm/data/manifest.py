@@ -164,13 +164,20 @@ def _read_folder(path: Path, notes: list[str]) -> list[ManifestItem]:
         unreadable.append(f"{exc.filename} ({exc.strerror})")
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
-        st = os.stat(dirpath)
+        try:
+            st = os.stat(dirpath)
+        except OSError as exc:  # removed while we walk
+            on_error(exc)
+            dirnames[:] = []
+            continue
         if (st.st_dev, st.st_ino) in seen_dirs:
             dirnames[:] = []
             continue
         seen_dirs.add((st.st_dev, st.st_ino))
         hidden += sum(_hidden(d) for d in dirnames) + sum(_hidden(f) for f in filenames)
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        # Real folders before links, so a folder reached both ways keeps its own path.
+        dirnames[:] = sorted((d for d in dirnames if not _hidden(d)),
+                             key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
         for name in filenames:
             if not _hidden(name):
                 p = os.path.join(dirpath, name)
