@@ -248,3 +248,17 @@ def test_folder_links_are_followed_once_and_loops_end(tmp_path):
     assert ids == ["albums/a/1.wav", "linked/2.wav"]
     assert notes == [f"{root}: skipped 1 hidden entry (names starting with '.'); list them "
                      "explicitly to include them"]
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+def test_an_exception_whose_message_fails_is_still_a_record(tmp_path):
+    for i, d in enumerate((0.5, 0.25)):
+        write_wav(tmp_path / f"t{i}.wav", synth_clip(duration_s=d), 16000)
+    recs = {r["id"]: r for r in C.caption_files(FlakyModel(4000, Unprintable()),
+                                                [str(tmp_path)], batch_size=2)}
+    assert recs["t0.wav"]["error"] is None
+    assert "Unprintable (its message could not be read)" in recs["t1.wav"]["error"]
