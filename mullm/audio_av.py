@@ -114,20 +114,22 @@ def decode_blocks(path: str | os.PathLike, found: dict[str, str] | None = None
     try:
         stream = container.streams.audio[0]
         if found is not None:
-            found["format"] = (f"{container.format.name.split(',')[0]}/"
-                               f"{stream.codec_context.name}")
+            found["format"] = f"{_format_name(container)}/{stream.codec_context.name}"
         resampler = None
         rate = 0
         decoded = 0
-        bad: list[str] = []
+        bad: list[tuple[int, str]] = []  # (packet number, what went wrong where)
         last_packet: tuple[bytes, int] | None = None
+        packets = 0
         for packet in container.demux(stream):
             if packet.size:
+                packets += 1
                 last_packet = (bytes(packet)[:4], packet.size)
             try:
                 frames = packet.decode()
             except (av.error.FFmpegError, ValueError) as exc:
-                bad.append(f"at {decoded / rate if rate else 0.0:.2f} s: {_short(exc)}")
+                where = f"at {decoded / rate if rate else 0.0:.2f} s: {_short(exc)}"
+                bad.append((packets, where))
                 continue
             for frame in frames:
                 if resampler is None:
@@ -143,19 +145,24 @@ def decode_blocks(path: str | os.PathLike, found: dict[str, str] | None = None
                 if out.samples:
                     decoded += out.samples
                     yield np.ascontiguousarray(out.to_ndarray().T, np.float32), rate
-        _check_end(path, container, stream, decoded, rate, bad, last_packet)
+        if bad:
+            what = "the last frame" if bad[-1][0] == packets and len(bad) == 1 else \
+                f"{len(bad)} frame(s)"
+            raise AudioError(f"{path}: truncated or damaged {_format_name(container)} audio: "
+                             f"{what} could not be decoded (first {bad[0][1]})")
+        _check_end(path, container, stream, decoded, rate, last_packet)
     finally:
         container.close()
 
 
+def _format_name(container: Any) -> str:
+    return container.format.name.split(",")[0]
+
+
 def _check_end(path: Path, container: Any, stream: Any, decoded: int, rate: int,
-               bad: list[str], last_packet: tuple[bytes, int] | None) -> None:
-    """Refuse a file whose decode failed somewhere or stopped short of its declared end."""
-    fmt = container.format.name.split(",")[0]
-    if bad:
-        where = "the last frame" if len(bad) == 1 else f"{len(bad)} frames"
-        raise AudioError(f"{path}: truncated or damaged {fmt} audio: {where} could not be "
-                         f"decoded (first {bad[0]})")
+               last_packet: tuple[bytes, int] | None) -> None:
+    """Refuse a file whose decode stopped short of its declared end."""
+    fmt = _format_name(container)
     if decoded == 0 or rate <= 0:
         raise AudioError(f"{path}: cannot decode audio: the {fmt} audio stream holds no "
                          "samples")

@@ -138,3 +138,14 @@ def test_info_is_not_served_stale_after_the_file_changes(tmp_path: Path) -> None
     assert audio_info(path).duration_s == pytest.approx(3.0, abs=0.1)
     vbr_mp3_without_xing(tmp_path / "b.mp3", 6.0).replace(path)
     assert audio_info(path).duration_s == pytest.approx(6.0, abs=0.1)
+
+
+def test_damaged_frames_mid_file_are_refused_with_their_time(tmp_path: Path) -> None:
+    path = _make(tmp_path / "raw.aac", 5.0)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 300] = np.random.default_rng(0).bytes(300)
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=r"raw.aac: truncated or damaged aac audio: \d+ "
+                                         r"frame\(s\) could not be decoded \(first at 2\.\d\d s"):
+        audio_info(path)
