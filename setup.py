@@ -57,6 +57,8 @@ setup(
         "numpy",
         "soundfile",
         "soxr",
+        # FFmpeg (bundled in the wheels) for MP3, AAC/M4A, WMA ... decoded to the true end.
+        "av>=12",
         "tqdm",
         "tokenizers",
         "filelock>=3.12",

@@ -1,50 +1,65 @@
 """Audio I/O and validation: the one place that turns files into checked waveforms.
 
 Every waveform that leaves this module is float32, mono, at the sample rate the caller asked
-for, finite, and at least ``min_duration_s`` long. Decoding uses ``soundfile`` (WAV, FLAC,
-OGG/Vorbis, MP3, AIFF ...) and resampling ``soxr``; torchaudio is not used.
+for, finite, and at least ``min_duration_s`` long. Decoding uses ``soundfile`` (libsndfile:
+WAV, FLAC, OGG/Vorbis/Opus, AIFF ...) and, for everything libsndfile cannot read or whose
+length it only estimates (MP3, AAC/M4A, WMA, ...), PyAV (FFmpeg; ``mullm.audio_av``), which
+decodes to the true end. Resampling uses ``soxr``; torchaudio is not used.
 
-Nothing is truncated silently: a file longer than ``max_duration_s`` is an error, and long
-files are read window by window with ``iter_audio_windows`` (bounded memory, every second
-covered) when the caller asks for windows.
+Nothing is truncated silently: a file longer than ``max_duration_s`` is an error, a damaged
+or cut file is an error naming it, and long files are read window by window with
+``iter_audio_windows`` (bounded memory, every second covered) when the caller asks for
+windows. File names that are not valid UTF-8 (``str`` paths holding surrogate escapes, as
+``os.listdir`` returns them) are opened by their original bytes.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
+from mullm.audio_checks import check_structure, mpeg_frame_size
 from mullm.errors import AudioError
 from mullm.utils.files import check_input_file
 from mullm.utils.music import MODES, pitch_class
 
-# Extensions read by folder and glob manifests. soundfile decides what it can decode; this
-# list only decides which files in a folder are considered audio.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+# Extensions that name audio. Folder and glob inputs no longer filter by them (every file is
+# offered to the decoders); they remain for callers that want a hint, e.g. writing files.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".m4a",
+                    ".mp4", ".aac", ".wma", ".ac3", ".mka", ".webm", ".caf", ".alac")
 
 # RMS below this (dBFS) counts as silence: far below any musical content, above dither.
 SILENCE_DB = -60.0
 
+SOUNDFILE, PYAV = "soundfile", "pyav"
+
 
 @dataclass
 class AudioInfo:
-    """What the file header says: native sample rate, channels, frames and duration."""
+    """What decoding found: native sample rate, channels, frames and duration.
+
+    For ``backend="soundfile"`` the frames are the header's (exact for the formats read
+    that way); for ``backend="pyav"`` they were counted by decoding to the end.
+    """
 
     path: str
     sample_rate: int
     channels: int
     frames: int
     format: str
+    backend: str = SOUNDFILE
 
     @property
     def duration_s(self) -> float:
-        """Duration in seconds according to the header."""
+        """Duration in seconds."""
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
@@ -57,68 +72,87 @@ def _sf() -> ModuleType:
 
 # What soundfile raises on bad data (LibsndfileError is a RuntimeError).
 _DECODE_ERRORS = (RuntimeError, OSError, ValueError, TypeError, EOFError)
+# libsndfile formats whose header length is only an estimate: decoded with PyAV instead.
+_ESTIMATED_LENGTH = ("MP3",)
 
 
 def _check_file(path: str | os.PathLike) -> Path:
     return check_input_file(path, "audio", AudioError)
 
 
+def _native(path: Path) -> bytes:
+    """The path as the OS spells it: soundfile encodes ``str`` names as strict UTF-8,
+    which fails for names holding bytes that are not UTF-8; bytes always work."""
+    return os.fsencode(path)
+
+
+# audio_info results by (path, device, inode, size, mtime): a PyAV file is decoded to its end
+# to learn its length, and callers ask for the info, then the samples.
+_INFO_CACHE: OrderedDict[tuple, AudioInfo] = OrderedDict()
+_INFO_CACHE_SIZE = 512
+_INFO_LOCK = threading.Lock()
+
+
+def _stat_key(path: Path) -> tuple:
+    st = path.stat()
+    return (_native(path.absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
-    """Read the header of an audio file; raises AudioError if it is not decodable audio."""
+    """The native sample rate, channels, frames (true length) and format of an audio file.
+
+    libsndfile's header is used for what it reads exactly; any other file (MP3, AAC/M4A,
+    WMA, ...) is decoded to its end with PyAV, once per unchanged file (cached).
+
+    Raises:
+        AudioError: naming the file: missing, empty, not a regular file, not decodable, no
+            audio stream, truncated or damaged.
+    """
     path = _check_file(path)
-    sf = _sf()
+    key = _stat_key(path)
+    with _INFO_LOCK:
+        hit = _INFO_CACHE.get(key)
+        if hit is not None:
+            _INFO_CACHE.move_to_end(key)
+            return replace(hit, path=str(path))
+    info = _soundfile_info(path)
+    if info is None:
+        from mullm.audio_av import probe
+
+        found = probe(path)
+        info = AudioInfo(str(path), found.sample_rate, found.channels, found.frames,
+                         found.format, PYAV)
+    if info.sample_rate <= 0 or info.channels <= 0:
+        raise AudioError(f"{path}: invalid header (sample rate {info.sample_rate}, "
+                         f"{info.channels} channels)")
+    with _INFO_LOCK:
+        _INFO_CACHE[key] = info
+        while len(_INFO_CACHE) > _INFO_CACHE_SIZE:
+            _INFO_CACHE.popitem(last=False)
+    return info
+
+
+def _soundfile_info(path: Path) -> AudioInfo | None:
+    """libsndfile's view of the file, or None when it cannot read it or only estimates its
+    length (then PyAV decodes it). A cut WAV or OGG is refused here."""
+    if _looks_like_mpeg_audio(path):
+        return None  # MP3: libsndfile's length is an estimate (and mpg123 prints warnings)
     try:
-        info = sf.info(str(path))
-    except _DECODE_ERRORS as exc:
-        raise AudioError(
-            f"{path}: cannot decode audio ({_short(exc)}); expected WAV, FLAC, OGG or MP3"
-        ) from None
-    if info.samplerate <= 0 or info.channels <= 0:
-        raise AudioError(
-            f"{path}: invalid header (sample rate {info.samplerate}, {info.channels} channels)"
-        )
-    _check_container(path, str(info.format))
+        info = _sf().info(_native(path))
+    except _DECODE_ERRORS:
+        return None
+    if str(info.format) in _ESTIMATED_LENGTH:
+        return None
+    check_structure(path)
     return AudioInfo(str(path), int(info.samplerate), int(info.channels), int(info.frames),
                      str(info.format))
 
 
-def _check_container(path: Path, fmt: str) -> None:
-    """Detect truncation that libsndfile forgives: it sizes a cut WAV or OGG by what is
-    there, so the header check in ``load_audio`` cannot see it."""
-    size = path.stat().st_size
+def _looks_like_mpeg_audio(path: Path) -> bool:
+    """An ID3v2 tag or an MPEG audio frame header at the start: MP3 (or MP2) data."""
     with path.open("rb") as f:
-        if fmt in ("WAV", "WAVEX"):
-            head = f.read(4096)
-            pos = 12
-            while pos + 8 <= len(head):
-                cid, n = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
-                if cid == b"data":
-                    # 0 and 0xFFFFFFFF mark streamed files whose size was never filled in.
-                    if n not in (0, 0xFFFFFFFF) and pos + 8 + n > size + 1:
-                        raise AudioError(
-                            f"{path}: truncated WAV: data chunk declares {n} bytes, the file "
-                            f"holds {size - pos - 8}"
-                        )
-                    return
-                pos += 8 + n + (n & 1)
-        elif fmt == "OGG":
-            tail_len = min(size, 1 << 16)
-            f.seek(size - tail_len)
-            tail = f.read(tail_len)
-            at = tail.rfind(b"OggS")
-            if at < 0 or at + 27 > len(tail):
-                raise AudioError(f"{path}: truncated OGG: no complete page at the end of the file")
-            header_type = tail[at + 5]
-            nseg = tail[at + 26]
-            table = tail[at + 27:at + 27 + nseg]
-            end = at + 27 + nseg + sum(table)
-            if len(table) < nseg or end > len(tail):
-                raise AudioError(
-                    f"{path}: truncated OGG: the last page is cut off "
-                    f"({end - len(tail)} bytes missing)"
-                )
-            if not header_type & 0x04:
-                raise AudioError(f"{path}: truncated OGG: the stream has no end-of-stream page")
+        head = f.read(4)
+    return head[:3] == b"ID3" or mpeg_frame_size(head) is not None
 
 
 def _short(exc: BaseException) -> str:
@@ -187,7 +221,7 @@ def is_silent(wave: np.ndarray, threshold_db: float = SILENCE_DB) -> bool:
 def _decode(path: Path, start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
     sf = _sf()
     try:
-        data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32",
+        data, sr = sf.read(_native(path), start=start, frames=frames, dtype="float32",
                            always_2d=True)
     except _DECODE_ERRORS as exc:
         raise AudioError(
@@ -212,7 +246,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *,
             f"{where}: audio is too long: {info.duration_s:.2f} s > max_duration_s="
             f"{max_duration_s} s; raise the limit or encode it in windows (window_s)"
         )
-    data, sr = _decode(Path(where))
+    if info.backend == PYAV:
+        from mullm.audio_av import decode_all
+
+        data, sr = decode_all(where)  # checked for truncation and damage while decoding
+    else:
+        data, sr = _decode(Path(where))
     # libsndfile decodes what it can of a truncated stream; a big shortfall against the
     # header means the file is damaged, and we refuse rather than return part of it.
     if info.frames > 0 and data.shape[0] < 0.99 * info.frames - sr * 0.05:
@@ -285,7 +324,11 @@ def iter_audio_windows(path: str | os.PathLike, sample_rate: int, window_s: floa
     total = math.floor(info.frames * sample_rate / native_sr)
     window = round(window_s * sample_rate)
     hop = round((hop_s or window_s) * sample_rate)
-    for i, s in enumerate(window_starts(max(total, 1), window, hop)):
+    starts = window_starts(max(total, 1), window, hop)
+    if info.backend == PYAV:
+        yield from _stream_windows(info, sample_rate, starts, window, total)
+        return
+    for i, s in enumerate(starts):
         # Decode the native-rate span with a small margin so the resampler's edges fall
         # outside the kept part.
         margin = int(native_sr * 0.05)
@@ -308,16 +351,66 @@ def iter_audio_windows(path: str | os.PathLike, sample_rate: int, window_s: floa
         yield AudioWindow(chunk, s / sample_rate, (s + n) / sample_rate, i)
 
 
+def _stream_windows(info: AudioInfo, sample_rate: int, starts: list[int], window: int,
+                    total: int) -> Iterator[AudioWindow]:
+    """Windows of a PyAV-decoded file, read front to back (compressed formats do not seek
+    sample-exactly): native blocks are mixed to mono, resampled by one streaming soxr
+    resampler and kept only until the next window's start (memory: about one window)."""
+    from mullm.audio_av import decode_blocks
+
+    where = info.path
+    stream = None
+    if info.sample_rate != sample_rate:
+        import soxr
+
+        stream = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32",
+                                     quality="HQ")
+    blocks = decode_blocks(where)
+    pending: list[np.ndarray] = []  # resampled samples from ``origin`` on
+    origin, have, done = 0, 0, False
+    try:
+        for i, s in enumerate(starts):
+            end = min(s + window, total)
+            while origin + have < end and not done:
+                block = next(blocks, None)
+                if block is None:
+                    done = True
+                    out = stream.resample_chunk(np.zeros(0, np.float32), last=True) \
+                        if stream is not None else np.zeros(0, np.float32)
+                else:
+                    mono = validate_waveform(to_mono(block[0]), where,
+                                             sample_rate=info.sample_rate)
+                    out = stream.resample_chunk(mono) if stream is not None else mono
+                pending.append(np.asarray(out, dtype=np.float32))
+                have += len(out)
+            buf = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+            chunk = buf[s - origin:end - origin]
+            if len(chunk) < end - s:  # the resampler's last few samples: pad, as the
+                chunk = np.pad(chunk, (0, end - s - len(chunk)))  # seeking path does
+            yield AudioWindow(chunk, s / sample_rate, end / sample_rate, i)
+            keep_from = starts[i + 1] if i + 1 < len(starts) else end
+            pending, origin = [buf[max(0, keep_from - origin):]], max(origin, keep_from)
+            have = len(pending[0])
+    finally:
+        blocks.close()
+
+
 def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int,
               subtype: str | None = None) -> Path:
-    """Write a mono (samples,) or (samples, channels) waveform; PCM_16 unless ``subtype``."""
+    """Write a mono (samples,) or (samples, channels) waveform; PCM_16 unless ``subtype``.
+
+    The format follows the extension when libsndfile knows it (``.flac``, ``.ogg``), else
+    WAV (also for a name without extension)."""
     sf = _sf()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(wave, dtype=np.float32)
     if subtype is None or subtype.startswith("PCM"):
         arr = np.clip(arr, -1.0, 1.0)  # integer PCM would wrap around otherwise
-    sf.write(str(path), arr, sample_rate, subtype=subtype)
+    # The format follows a known extension (.flac, .ogg ...); anything else is WAV.
+    ext = path.suffix.lstrip(".").upper()
+    fmt = None if ext in sf.available_formats() else "WAV"
+    sf.write(_native(path), arr, sample_rate, subtype=subtype, format=fmt)
     return path
 
 

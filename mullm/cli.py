@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+import traceback
 
 import mullm.commands
+from mullm.errors import one_line
 
 
 def _command_modules() -> list:
@@ -38,13 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script.
+
+    A command's error is one line, ``mullm COMMAND: error: ...``, with exit status 2: the
+    commands catch what they expect; anything that escapes them is caught here too, so a
+    user never sees a traceback (``MULLM_DEBUG=1`` prints it, for a bug report).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_main", None):
         parser.print_help()
         return 2
-    return int(args._main(args) or 0)
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        print(f"mullm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last guard; see the docstring
+        if os.environ.get("MULLM_DEBUG"):
+            traceback.print_exc()
+        print(f"mullm {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -25,3 +25,20 @@ class ModelLoadError(MullmError, ValueError):
 
 class DataError(MullmError, ValueError):
     """A manifest or conversation row that is malformed."""
+
+
+class OutputError(MullmError, ValueError):
+    """An output path that cannot be written (checked before a job starts its work)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as the one line a command prints after ``mullm CMD: error:``.
+
+    mullm's own errors and ``ValueError`` say what is wrong in their text; anything else
+    (an ``OSError`` from the OS, an unexpected exception) is prefixed with its type. Only
+    the first line is kept.
+    """
+    text = str(exc).strip()
+    if not isinstance(exc, (MullmError, ValueError)) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text.splitlines()[0]

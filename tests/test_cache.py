@@ -195,7 +195,9 @@ def test_manifest_formats(tmp_path: Path) -> None:
         write_wav(root / sub / "song.wav", synth_clip(duration_s=0.2), 16000)
     (root / "a" / "notes.txt").write_text("not audio")
     folder = read_manifest(root)
-    assert [i.id for i in folder] == ["a/song.wav", "b/song.wav"]  # unique despite stems
+    # Unique ids despite repeated stems; every file is offered to the decoder (notes.txt
+    # will become an error record, not a silent omission).
+    assert [i.id for i in folder] == ["a/notes.txt", "a/song.wav", "b/song.wav"]
     assert all(Path(i.path).is_absolute() for i in folder)
     meta = root / "metadata.jsonl"
     meta.write_text('{"id": "x", "audio": "a/song.wav", "key": "C"}\n\n'
@@ -232,8 +234,12 @@ def test_manifest_errors_name_file_and_line(tmp_path: Path) -> None:
     table.write_text("file\nx.wav\n")
     with pytest.raises(DataError, match=r"t.csv:1: CSV needs an 'audio' or 'path' column"):
         read_manifest(table)
-    with pytest.raises(DataError, match="manifest not found"):
-        read_manifest(tmp_path / "missing")
+    with pytest.raises(DataError, match="missing.jsonl: manifest not found"):
+        read_manifest(tmp_path / "missing.jsonl")
+    with pytest.raises(DataError, match="gone/: folder not found"):
+        read_manifest(f"{tmp_path}/gone/")
+    # A missing plain path is an input: the job records "not found" for it.
+    assert [i.id for i in read_manifest(tmp_path / "missing")] == ["missing"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="lists no audio files"):
         read_manifest(tmp_path / "empty")
@@ -275,3 +281,22 @@ def test_cli_extract_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -
                    "--out", str(tmp_path / "m"), "--no-progress", "num_layers=2"])
     assert rc == 0
     assert json.loads((tmp_path / "m" / "index.json").read_text())["num_layers"] == 2
+
+
+def test_a_failure_of_any_type_fails_only_its_file(tmp_path: Path) -> None:
+    paths = [write_wav(tmp_path / f"f{i}.wav", synth_clip(duration_s=d), 16000)
+             for i, d in enumerate((0.5, 0.25, 0.75))]
+    enc = _spectral()
+    encode = enc.forward
+
+    def flaky(x: torch.Tensor, n: torch.Tensor) -> object:
+        if int(n.min()) == round(0.25 * enc.sample_rate):  # the 0.25 s file
+            raise KeyError("a bug in the encoder")
+        return encode(x, n)
+
+    enc.forward = flaky
+    summary = extract_features(enc, [str(p) for p in paths], tmp_path / "c", batch_size=2,
+                               progress=False)
+    assert (summary.extracted, summary.failed) == (2, 1)
+    (err,) = [json.loads(x) for x in (tmp_path / "c" / "errors.jsonl").read_text().splitlines()]
+    assert err["input"] == str(paths[1]) and "KeyError" in err["error"]

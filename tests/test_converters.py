@@ -58,7 +58,9 @@ def test_musiccaps_template(tmp_path: Path) -> None:
 
 def test_musicqa(tmp_path: Path) -> None:
     convs = _run(tmp_path, "musicqa", "musicqa_sample.json", ["000001.wav", "000002.wav"])
-    assert [c.id for c in convs] == ["musicqa-000001", "musicqa-000002"]
+    # One id per question-answer entry: the clip plus a hash of the entry's text.
+    assert [c.id.rsplit("-", 1)[0] for c in convs] == ["musicqa-000001", "musicqa-000002"]
+    assert all(len(c.id.rsplit("-", 1)[1]) == 10 for c in convs)
     assert convs[0].turns == [
         {"role": "user", "content": "What is the mood of this music?"},
         {"role": "assistant", "content": "The music has a calm and relaxing mood, with soft "
@@ -90,7 +92,9 @@ def test_songdescriber(tmp_path: Path) -> None:
 
 def test_llark(tmp_path: Path) -> None:
     convs = _run(tmp_path, "llark", "llark_sample.json", ["2217.wav", "fma_000123.wav"])
-    assert [c.id for c in convs] == ["llark-2217-0", "llark-2217-1", "llark-fma_000123-0"]
+    assert [c.id.rsplit("-", 1)[0] for c in convs] == ["llark-2217", "llark-2217",
+                                                         "llark-fma_000123"]
+    assert len({c.id for c in convs}) == 3
     assert convs[0].turns[1]["content"] == "The piece is in D major."
 
 

@@ -133,6 +133,21 @@ def test_a_new_run_never_mixes_with_an_old_one(base: tuple[Path, dict]) -> None:
                                                                 "checkpoint-000003"]
 
 
+def test_unwritable_output_dir_is_refused_before_the_model_loads(
+        base: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    import mullm.model
+    from mullm.errors import OutputError
+
+    def no_model(*a: object, **k: object) -> None:
+        raise AssertionError("the model was built before output_dir was checked")
+
+    monkeypatch.setattr(mullm.model, "MusicLLM", no_model)
+    cfg = _cfg(base, "ro")
+    cfg["output_dir"] = "/sys/mullm-test-run"
+    with pytest.raises(OutputError, match=r"output_dir /sys/mullm-test-run: cannot write"):
+        Trainer(load_train_config(cfg))
+
+
 def test_stage_that_trains_nothing_is_refused(base: tuple[Path, dict]) -> None:
     cfg = _cfg(base, "nothing")
     cfg["stages"] = {"main": {"trainable": ["injection.*"], "steps": 2}}

@@ -85,7 +85,10 @@ def _fmt_time(s: float) -> str:
 
 
 def _short_error(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    try:
+        text = str(exc).strip() or type(exc).__name__
+    except Exception:  # an exception whose message itself fails must still be recorded
+        text = f"{type(exc).__name__} (its message could not be read)"
     if not isinstance(exc, (AudioError, DataError)):
         text = f"{type(exc).__name__}: {text}"
     return text.splitlines()[0][:500]

@@ -74,9 +74,11 @@ def _hf_dataset_items(root: Path, audio_column: str = "audio") -> list[CaptionIt
     return items
 
 
-def resolve_inputs(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[CaptionItem]:
+def resolve_inputs(specs: str | os.PathLike | Iterable[str | os.PathLike],
+                   notes: list[str] | None = None) -> list[CaptionItem]:
     """Files, folders, globs, manifests and HF ``datasets`` folders -> unique items, sorted
-    by id.
+    by id. Every file in a folder is an item (the decoder decides what is audio); hidden
+    names are skipped, which ``notes`` (if given) is told, with anything unreadable.
 
     Raises:
         DataError: no inputs, an unreadable manifest (file:line), or two different files
@@ -86,7 +88,7 @@ def resolve_inputs(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
 
     if isinstance(specs, (str, os.PathLike)):
         specs = [specs]
-    specs = [str(s) for s in specs]
+    specs = [os.fspath(s) for s in specs]
     if not specs:
         raise DataError("no inputs given")
     items: list[CaptionItem] = []
@@ -95,7 +97,7 @@ def resolve_inputs(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
         if _is_hf_dataset(Path(s)):
             items.extend(_hf_dataset_items(Path(s)))
     if plain:
-        items.extend(CaptionItem(m.id, m.path) for m in read_manifest(plain))
+        items.extend(CaptionItem(m.id, m.path) for m in read_manifest(plain, notes))
     by_id: dict[str, CaptionItem] = {}
     for item in items:
         prev = by_id.get(item.id)
@@ -125,7 +127,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def shard_of(item_id: str, count: int) -> int:
     """The shard an id belongs to: a stable hash, so adding files never moves old ones."""
-    return int(hashlib.sha1(item_id.encode("utf-8")).hexdigest()[:12], 16) % count
+    # surrogateescape: an id from a file name that is not UTF-8 hashes as its original
+    # bytes (valid UTF-8 ids hash exactly as before).
+    try:
+        raw = item_id.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (JSON "\\ud800")
+        raw = item_id.encode("utf-8", "surrogatepass")
+    return int(hashlib.sha1(raw).hexdigest()[:12], 16) % count
 
 
 def select_shard(items: list[CaptionItem], index: int, count: int) -> list[CaptionItem]:

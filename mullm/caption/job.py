@@ -13,17 +13,18 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mullm.caption.engine import Captioner
-from mullm.caption.inputs import resolve_inputs, select_shard
+from mullm.caption.inputs import CaptionItem, resolve_inputs, select_shard
 from mullm.caption.records import (
     FORMAT,
     RecordWriter,
     describe_diff,
+    meta_path,
     read_meta,
     read_records,
     repair_tail,
@@ -32,6 +33,8 @@ from mullm.caption.records import (
     write_meta,
 )
 from mullm.caption.settings import DEFAULT_PROMPT, CaptionJobError, CaptionSettings
+from mullm.errors import DataError, OutputError
+from mullm.utils.files import check_output_path
 from mullm.utils.locks import exclusive_lock
 
 if TYPE_CHECKING:
@@ -99,7 +102,18 @@ class _RecordSink:
         self.writer, self.stats, self.bar = writer, stats, bar
 
     def __call__(self, rec: dict[str, Any]) -> None:
-        self.writer.write(rec)
+        try:
+            self.writer.write(rec)
+        except (ValueError, TypeError) as exc:
+            # A record JSON cannot hold (never expected: json_line takes any str). Its item
+            # still gets exactly one record, an error, and the job goes on; a write that
+            # fails (disk full: OSError) stops the job instead, as it must.
+            rec = {**rec, "caption": None, "segments": [],
+                   "error": f"{rec['path']}: the record could not be written as JSON "
+                            f"({type(exc).__name__}: {exc})",
+                   "duration_s": None}
+            rec["generation"] = {**rec["generation"], "warnings": []}
+            self.writer.write(rec)
         if rec["error"]:
             self.stats.failed += 1
         else:
@@ -139,10 +153,16 @@ def run_caption_job(model: MusicLLM, inputs: list[str], out: str | os.PathLike,
                     settings: CaptionSettings | None = None,
                     shard: tuple[int, int] | None = None, retry_failed: bool = False,
                     model_name: str | None = None, progress: bool | None = None,
-                    log: Callable[[str], None] | None = None) -> CaptionStats:
+                    log: Callable[[str], None] | None = None,
+                    exclude: Sequence[str | os.PathLike] = ()) -> CaptionStats:
     """Caption ``inputs`` into ``out`` (resuming it); returns the counts for the summary.
 
+    Every input gets exactly one record in ``out``: a caption or an error. The job's own
+    files (``out``, its sidecar and lock, and ``exclude``) are never inputs, even when they
+    lie in an input folder.
+
     Raises:
+        OutputError: ``out`` cannot be written (checked before anything else).
         CaptionJobError: the file holds records made with another model or settings, or
             its sidecar is missing; bad shard or settings.
         LockedError: another job is writing ``out``.
@@ -151,11 +171,12 @@ def run_caption_job(model: MusicLLM, inputs: list[str], out: str | os.PathLike,
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.time()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output_path(out, error=OutputError)
     cap = Captioner(model, prompt, batch_size, settings, model_name)
-    items = resolve_inputs(inputs)
+    items = job_inputs(inputs, out, log, also_exclude=exclude)
     if shard is not None:
         items = select_shard(items, *shard)
+    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "model": cap.model_name,
             "model_fingerprint": model_fingerprint(model), "prompt": prompt,
             "generation": cap.generation_record(),
@@ -195,6 +216,30 @@ def run_caption_job(model: MusicLLM, inputs: list[str], out: str | os.PathLike,
                 bar.close()
     stats.wall_s = time.time() - t0
     return stats
+
+
+def job_inputs(inputs: list[str], out: Path, log: Callable[[str], None],
+               also_exclude: Sequence[str | os.PathLike] = ()) -> list[CaptionItem]:
+    """The items to caption: ``resolve_inputs`` less the job's own files; notes (hidden
+    files skipped, unreadable folders) go to ``log``.
+
+    Raises:
+        DataError: as ``resolve_inputs``.
+    """
+    notes: list[str] = []
+    items = resolve_inputs(inputs, notes)
+    own = {os.path.abspath(p) for p in (out, meta_path(out), Path(str(out) + ".lock"),
+                                        *also_exclude)}
+    kept = [it for it in items if os.path.abspath(it.path) not in own]
+    if len(kept) < len(items):
+        notes.append(f"left out {len(items) - len(kept)} input(s) that are this job's own "
+                     f"output files ({out} and the files beside it)")
+    for note in notes:
+        log(note)
+    if not kept:
+        raise DataError(f"{', '.join(map(str, inputs))}: nothing to caption but this job's "
+                        "own output files")
+    return kept
 
 
 def _progress(total: int, enabled: bool | None) -> Any:

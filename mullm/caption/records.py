@@ -16,7 +16,7 @@ from typing import Any
 from mullm.caption.settings import CaptionJobError
 from mullm.errors import DataError
 from mullm.utils.atomic import atomic_write_bytes, atomic_write_text
-from mullm.utils.jsonl import iter_jsonl
+from mullm.utils.jsonl import iter_jsonl, json_line
 
 META_SUFFIX = ".meta.json"
 FORMAT = "mullm.caption/1"
@@ -27,8 +27,15 @@ _SETTINGS_KEYS = ("model_fingerprint", "prompt", "generation")
 
 
 def encode_record(rec: dict[str, Any]) -> bytes:
-    """One record as a UTF-8 JSON line (NaN refused: it is not JSON)."""
-    return (json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    """One record as a UTF-8 JSON line. A path or id from a file name that is not valid
+    UTF-8 is written with ``\\udcXX`` escapes (``mullm.utils.jsonl.json_line``), so it
+    reads back as the same ``str`` and ``os.fsencode`` gives the original bytes.
+
+    Raises:
+        ValueError: NaN or infinity in the record (not JSON).
+        TypeError: a value JSON cannot hold.
+    """
+    return json_line(rec).encode("utf-8")
 
 
 class RecordWriter:

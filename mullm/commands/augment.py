@@ -53,8 +53,10 @@ def _rows(args: argparse.Namespace, out: Path) -> tuple[list[dict], Path]:
 def main(args: argparse.Namespace) -> int:
     """Run one augmentation mode; exit 1 when nothing was produced."""
     from mullm.data.schema import write_conversations
+    from mullm.errors import OutputError
+    from mullm.utils.files import check_output_path
 
-    out = Path(args.out)
+    out = check_output_path(args.out, error=OutputError)  # before an LLM loads
     out.parent.mkdir(parents=True, exist_ok=True)
     errors = out.parent / "errors.jsonl"
     if args.mode == "audio":

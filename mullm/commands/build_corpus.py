@@ -34,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Build the corpus; exit 1 when no clip could be rendered."""
     from mullm.data.corpus import build_corpus
+    from mullm.errors import OutputError
+    from mullm.utils.files import check_output_path
 
+    check_output_path(args.out, folder=True, error=OutputError)
     meta = build_corpus(args.out, args.n, args.seed, workers=args.workers, min_s=args.min_s,
                         max_s=args.max_s, soundfont=args.soundfont,
                         sample_rate=args.sample_rate, music21_fraction=args.music21_fraction,

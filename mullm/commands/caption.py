@@ -6,8 +6,10 @@ Inputs are files, folders (recursive), globs, manifests (conversation JSONL,
 metadata.jsonl, CSV) or local Hugging Face ``datasets`` folders. Rerunning with the same
 ``--out`` resumes (done ids are skipped; failed ones too unless ``--retry-failed``); a
 resume with another model or other settings is refused. ``--shard i/n`` takes a stable
-1/n of the inputs; ``mullm caption-merge`` joins the shard files. The exit status is
-non-zero only when nothing succeeded. See docs/captioning.md.
+1/n of the inputs; ``mullm caption-merge`` joins the shard files. Under ``torchrun
+--nproc_per_node N -m mullm.cli caption ...`` each process takes shard RANK/N on its own
+device and rank 0 merges the shards into ``--out`` (``mullm.caption.distributed``). The
+exit status is non-zero only when nothing succeeded. See docs/captioning.md.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from mullm.errors import MullmError
+from mullm.errors import MullmError, OutputError, one_line
+from mullm.utils.files import check_output_path
 
 if TYPE_CHECKING:
+    from mullm.caption.distributed import Launch
     from mullm.model import MusicLLM
 
 NAME = "caption"
@@ -85,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
         parse_shard,
         run_caption_job,
     )
+    from mullm.caption.distributed import torchrun_launch
 
     try:
         settings = CaptionSettings(
@@ -94,17 +99,42 @@ def main(args: argparse.Namespace) -> int:
             seed=args.seed, window_s=args.window_s, hop_s=args.hop_s, summary=args.summary)
         settings.validate()
         shard = parse_shard(args.shard) if args.shard else None
+        # Before the model loads (minutes for a big one): the output can be written.
+        check_output_path(args.out, error=OutputError)
+        job = dict(prompt=args.prompt or DEFAULT_PROMPT, batch_size=args.batch_size,
+                   settings=settings, shard=shard, retry_failed=args.retry_failed,
+                   model_name=args.model, progress=False if args.no_progress else None)
+        launch = torchrun_launch()
+        if launch is not None:
+            return _over_processes(args, launch, job)
         model = load_model(args.model, args.overrides, args.device)
-        stats = run_caption_job(
-            model, args.input, args.out, prompt=args.prompt or DEFAULT_PROMPT,
-            batch_size=args.batch_size, settings=settings, shard=shard,
-            retry_failed=args.retry_failed, model_name=args.model,
-            progress=False if args.no_progress else None)
-    except (MullmError, ValueError, FileNotFoundError) as exc:
-        print(f"mullm caption: error: {exc}", file=sys.stderr)
+        stats = run_caption_job(model, args.input, args.out, **job)
+    except (MullmError, ValueError, OSError) as exc:
+        print(f"mullm caption: error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(stats.table())
     if stats.items and stats.succeeded + stats.previously_succeeded == 0:
+        print(f"mullm caption: no item succeeded; see the 'error' fields in {args.out}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _over_processes(args: argparse.Namespace, launch: Launch, job: dict) -> int:
+    """One process of a torchrun launch: its shard, then (rank 0) the merge."""
+    from mullm.caption.distributed import caption_over_processes
+
+    result = caption_over_processes(
+        lambda device: load_model(args.model, args.overrides, device), args.input, args.out,
+        launch, device=args.device, **job)
+    print(f"rank {launch.rank} of {launch.world}: {result.shard_out}\n{result.stats.table()}",
+          file=sys.stderr)
+    if result.merged is None:
+        return 0  # rank 0 judges the merged result
+    m = result.merged
+    print(f"merged {m['records']} record(s), {m['failed']} failed, from {launch.world} shard "
+          f"files into {args.out}")
+    if m["records"] and m["records"] == m["failed"]:
         print(f"mullm caption: no item succeeded; see the 'error' fields in {args.out}",
               file=sys.stderr)
         return 1

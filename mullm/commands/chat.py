@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mullm.errors import MullmError
+from mullm.errors import MullmError, one_line
 
 NAME = "chat"
 HELP = "Ask a model one question about audio (and/or image) files; prints the answer."
@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
             print()
         else:
             print(model.chat(args.prompt, audio=audio, image=image, **gen))
-    except (MullmError, ValueError, FileNotFoundError) as exc:
-        print(f"mullm chat: error: {exc}", file=sys.stderr)
+    except (MullmError, ValueError, OSError) as exc:
+        print(f"mullm chat: error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0

@@ -29,15 +29,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not require the audio files to exist yet")
     parser.add_argument("--skip-bad", action="store_true",
                         help="record bad rows in errors.jsonl beside --out and go on")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="the input's text encoding (default utf-8; a byte-order mark "
+                             "always wins), e.g. cp1252 or latin-1")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Convert; exit 1 when nothing was written."""
+    """Convert; exit 1 when nothing was written, 2 on an error (one line)."""
     from mullm.data.converters import convert
+    from mullm.errors import MullmError, one_line
 
-    written, bad = convert(args.fmt, args.input, args.out, audio_root=args.audio_root,
-                           audio_template=args.audio_template,
-                           check_audio=not args.no_check_audio, skip_bad=args.skip_bad)
+    try:
+        written, bad = convert(args.fmt, args.input, args.out, audio_root=args.audio_root,
+                               audio_template=args.audio_template,
+                               check_audio=not args.no_check_audio, skip_bad=args.skip_bad,
+                               encoding=args.encoding)
+    except (MullmError, ValueError, OSError) as exc:
+        print(f"mullm convert: error: {one_line(exc)}", file=sys.stderr)
+        return 2
     print(json.dumps({"out": args.out, "written": written, "bad": bad}))
     if bad:
         print(f"{bad} bad row(s) recorded in {Path(args.out).parent / 'errors.jsonl'}",

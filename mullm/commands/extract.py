@@ -24,7 +24,8 @@ from mullm.config import (
     read_config,
     validate_encoder,
 )
-from mullm.errors import ConfigError, MullmError
+from mullm.errors import ConfigError, MullmError, OutputError, one_line
+from mullm.utils.files import check_output_path
 
 NAME = "extract"
 HELP = "Encode audio files into a resumable feature cache (sharded safetensors + index)."
@@ -97,14 +98,18 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         enc_cfg = encoder_config_from_file(args.config, args.overrides)
-        items = read_manifest(args.manifest)
+        notes: list[str] = []
+        items = read_manifest(args.manifest, notes)
+        for note in notes:
+            print(note, file=sys.stderr)
+        check_output_path(args.out, folder=True, error=OutputError)  # before the encoder
         encoder = build_encoder(enc_cfg).to(torch.device(args.device))
         summary = extract_features(
             encoder, [i.path for i in items], args.out, ids=[i.id for i in items],
             batch_size=args.batch_size, layers=_parse_layers(args.layers), dtype=args.dtype,
             augment=args.augment_tag, shard_mb=args.shard_mb, progress=not args.no_progress)
-    except (MullmError, ValueError, FileNotFoundError) as exc:
-        print(f"mullm extract: error: {exc}", file=sys.stderr)
+    except (MullmError, ValueError, OSError) as exc:
+        print(f"mullm extract: error: {one_line(exc)}", file=sys.stderr)
         return 2
     rate = summary.audio_seconds / summary.seconds if summary.seconds > 0 else 0.0
     print(f"{enc_cfg.name}: {summary.extracted} extracted, {summary.skipped} already cached, "

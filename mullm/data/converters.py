@@ -21,8 +21,21 @@ Formats (``FORMATS``) and the fields read, as the projects release them:
   CSV (question, correct_answer, distractor_{1,2,3}_answer, dataset, dataset_identifier,
   genre, music_reasoning, music_knowledge).
 
-Every row is validated; a bad row raises ``DataError`` naming the file and line unless
-``skip_bad``, which records it in ``errors.jsonl`` and goes on.
+Every row is validated; a bad row, whatever is wrong with it, raises ``DataError`` naming
+the file and line unless ``skip_bad``, which records it in ``errors.jsonl`` and goes on. A
+field that is blank (empty or only spaces) where text is needed is a bad row, named.
+
+Ids are unique per entry and stable across runs: formats with several question-answer
+entries per clip (MusicQA: one JSON entry per pair, nine per clip; MusicInstruct: many
+questions per ``ytid``; LLark; the MuChoMusic CSV) add a short hash of the entry's text
+(``musicqa-000001-3f9a1c2b7e``); formats with one entry per clip keep readable ids
+(``musiccaps-<ytid>``). An id met again (an exact duplicate entry, or a repeated clip) gets
+``-2``, ``-3`` ... in file order.
+
+Text files are read as UTF-8 unless ``encoding`` says otherwise; a byte-order mark (UTF-8
+or UTF-16, as spreadsheet programs write) is honoured whatever was asked. Bytes that are
+not text in the encoding stop the conversion with ``file:line``, the byte and the encoding
+tried (``--encoding cp1252`` reads Windows-1252).
 """
 
 from __future__ import annotations
@@ -30,34 +43,39 @@ from __future__ import annotations
 import ast
 import csv
 import hashlib
+import io
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mullm.data.schema import Conversation, append_errors, validate_conversation
-from mullm.errors import DataError
+from mullm.errors import DataError, OutputError
 from mullm.utils.atomic import atomic_open
-from mullm.utils.jsonl import iter_jsonl
+from mullm.utils.files import check_output_path
+from mullm.utils.jsonl import JsonlLine, json_line
+from mullm.utils.text import check_encoding, read_text
 
 Record = tuple[int, dict]  # (line number, row)
 
 
 # ---- reading records with line numbers ---------------------------------------------------------
 
-def _iter_csv(path: Path) -> Iterator[Record]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+def _iter_csv(path: Path, encoding: str = "utf-8") -> Iterator[Record]:
+    reader = csv.DictReader(io.StringIO(read_text(path, encoding), newline=""))
+    _ = reader.fieldnames  # reads the header, so line_num counts it
+    line = reader.line_num + 1
+    for row in reader:
+        yield line, row
         line = reader.line_num + 1
-        for row in reader:
-            yield line, row
-            line = reader.line_num + 1
 
 
-def _iter_json(path: Path, list_key: str | None = None) -> Iterator[Record]:
+def _iter_json(path: Path, list_key: str | None = None, encoding: str = "utf-8"
+               ) -> Iterator[Record]:
     """Records of a JSON array, an object holding one (``list_key``), or JSON Lines."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, encoding)
     stripped = text.lstrip()
     dec = json.JSONDecoder()
     line_of = lambda i: text.count("\n", 0, i) + 1  # noqa: E731
@@ -67,12 +85,14 @@ def _iter_json(path: Path, list_key: str | None = None) -> Iterator[Record]:
             r'"' + re.escape(list_key) + r'"\s*:\s*\[', text):
         start = re.search(r'"' + re.escape(list_key) + r'"\s*:\s*\[', text).end()
     else:  # JSON Lines
-        for line in iter_jsonl(path):
-            try:
-                value = line.value
-            except DataError as e:
-                value = e
-            yield line.number, value
+        # split("\n"), not splitlines(): JSON text may hold U+2028 and friends raw.
+        for number, raw in enumerate(text.split("\n"), 1):
+            if raw.strip():
+                try:
+                    value = JsonlLine(path, number, raw).value
+                except DataError as e:
+                    value = e
+                yield number, value
         return
     i = start
     while True:
@@ -100,10 +120,40 @@ def _truthy(v: object) -> bool:
 
 
 def _need(row: dict, *keys: str) -> list:
-    missing = [k for k in keys if row.get(k) in (None, "")]
+    """The values of ``keys``; a missing or blank (only spaces) one is a bad row, named."""
+    missing = [k for k in keys if row.get(k) is None or row.get(k) == ""]
     if missing:
         raise DataError(f"missing field(s) {missing}")
+    blank = [k for k in keys if isinstance(row[k], str) and not row[k].strip()]
+    if blank:
+        raise DataError(f"blank field(s) {blank}: only spaces, no text")
     return [row[k] for k in keys]
+
+
+def _seconds(row: dict, key: str, default: float) -> int:
+    """A whole number of seconds from ``row[key]`` (``default`` when absent).
+
+    Raises:
+        DataError: naming the field and its value when it is not a finite number.
+    """
+    value = row.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return int(default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{key} {value!r} is not a number of seconds") from None
+    if not math.isfinite(number) or number < 0:
+        raise DataError(f"{key} {value!r} is not a number of seconds >= 0")
+    return int(number)
+
+
+def _entry_id(prefix: str, clip: object, turns: list[dict]) -> str:
+    """``prefix-clip-<10 hex>``: unique per question-answer entry of a clip, stable across
+    runs and file orders (a hash of the entry's text)."""
+    text = json.dumps([str(clip), [t["content"] for t in turns]], ensure_ascii=False)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{prefix}-{clip}-{digest}"
 
 
 def _listish(v: object) -> list[str]:
@@ -144,8 +194,8 @@ _LETTERS = "ABCDEFGH"
 
 def _musiccaps(row: dict, tpl: str) -> list[dict]:
     ytid, caption = _need(row, "ytid", "caption")
-    start = int(float(row.get("start_s") or 0))
-    end = int(float(row.get("end_s") or start + 10))
+    start = _seconds(row, "start_s", 0)
+    end = _seconds(row, "end_s", start + 10)
     audio = tpl.format(ytid=ytid, start_s=start, end_s=end)
     split = "test" if _truthy(row.get("is_audioset_eval")) else "train"
     base = {"audio": [audio], "images": [], "split": split, "source": "musiccaps"}
@@ -167,22 +217,26 @@ def _musicqa(row: dict, tpl: str) -> list[dict]:
         raise DataError("conversation must be a non-empty list")
     role = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
     turns = []
-    for t in conv:
+    for j, t in enumerate(conv):
         if not isinstance(t, dict) or t.get("from") not in role or not isinstance(
                 t.get("value"), str):
             raise DataError(f"conversation turn {t!r} needs from (human|gpt) and value")
+        if not t["value"].strip():
+            raise DataError(f"conversation[{j}] ({t['from']}) has a blank value")
         turns.append({"role": role[t["from"]], "content": t["value"].strip()})
     stem = Path(name).stem
     return [{"audio": [tpl.format(audio_name=name)], "images": [], "turns": turns,
-             "task": "qa", "split": None, "source": "musicqa", "id": f"musicqa-{stem}"}]
+             "task": "qa", "split": None, "source": "musicqa",
+             "id": _entry_id("musicqa", stem, turns)}]
 
 
 def _musicinstruct(row: dict, tpl: str) -> list[dict]:
     ytid, q, a = _need(row, "ytid", "question", "answer")
     split = "test" if _truthy(row.get("is_audioset_eval")) else "train"
-    return [{"id": f"musicinstruct-{ytid}", "audio": [tpl.format(ytid=ytid)], "images": [],
-             "turns": _turns(("<audio>\n" + q.strip(), a.strip())), "task": "qa",
-             "split": split, "source": "musicinstruct"}]
+    turns = _turns(("<audio>\n" + str(q).strip(), str(a).strip()))
+    return [{"id": _entry_id("musicinstruct", ytid, turns), "audio": [tpl.format(ytid=ytid)],
+             "images": [], "turns": turns, "task": "qa", "split": split,
+             "source": "musicinstruct"}]
 
 
 _LP_PROMPTS = {
@@ -229,13 +283,17 @@ def _llark(row: dict, tpl: str) -> list[dict]:
     if not isinstance(resp, list) or not resp:
         raise DataError("response must be a non-empty list of {question, answer}")
     out = []
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(rid))
     for j, qa in enumerate(resp):
-        if not isinstance(qa, dict) or not qa.get("question") or not qa.get("answer"):
+        if not isinstance(qa, dict):
             raise DataError(f"response[{j}] needs a question and an answer, got {qa!r}")
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(rid))
-        out.append({"id": f"llark-{safe}-{j}", "audio": [tpl.format(id=rid, uri=rid)],
-                    "images": [], "turns": _turns(("<audio>\n" + str(qa["question"]).strip(),
-                                                   str(qa["answer"]).strip())),
+        try:
+            q, a = _need(qa, "question", "answer")
+        except DataError as e:
+            raise DataError(f"response[{j}]: {e}") from None
+        turns = _turns(("<audio>\n" + str(q).strip(), str(a).strip()))
+        out.append({"id": _entry_id("llark", safe, turns),
+                    "audio": [tpl.format(id=rid, uri=rid)], "images": [], "turns": turns,
                     "task": "qa", "split": row.get("split"), "source": "llark"})
     return out
 
@@ -247,6 +305,8 @@ def _muchomusic(row: dict, tpl: str) -> list[dict]:
         rid, prompt, answers, orders = _need(row, "id", "prompt", "answers", "answer_orders")
         if not isinstance(answers, list) or sorted(orders) != list(range(len(answers))):
             raise DataError("answer_orders must be a permutation of the answers' indices")
+        if any(not str(a).strip() for a in answers):
+            raise DataError("answers holds a blank answer")
         answer = list(orders).index(0)  # index 0 of the original order is the correct one
         audio = tpl.format(audio_path=row.get("audio_path", ""), id=rid)
         user = "<audio>\n" + prompt.strip()
@@ -254,7 +314,7 @@ def _muchomusic(row: dict, tpl: str) -> list[dict]:
     else:  # the released CSV
         rid, q, correct = _need(row, "dataset_identifier", "question", "correct_answer")
         distractors = [row.get(f"distractor_{i}_answer") for i in (1, 2, 3)]
-        raw = [correct] + [d for d in distractors if d not in (None, "")]
+        raw = [correct] + [d for d in distractors if d is not None and str(d).strip()]
         perm = _stable_perm(str(rid) + q, len(raw))
         choices = [str(raw[i]) for i in perm]
         answer = perm.index(0)
@@ -267,40 +327,79 @@ def _muchomusic(row: dict, tpl: str) -> list[dict]:
                            audio_path=f"{row.get('dataset', '')}/{audio_id}.wav")
         opts = " ".join(f"({_LETTERS[i]}) {c}" for i, c in enumerate(choices))
         user = f"<audio>\nQuestion: {q.strip()}\nOptions: {opts}\nThe correct answer is:"
-    return [{"id": f"muchomusic-{rid}", "audio": [audio], "images": [],
-             "turns": _turns((user, f"({_LETTERS[answer]}) {choices[answer]}")),
+    turns = _turns((user, f"({_LETTERS[answer]}) {choices[answer]}"))
+    # The prompt JSON's id is one question's; the CSV's dataset_identifier is the clip's.
+    cid = f"muchomusic-{rid}" if "prompt" in row else _entry_id("muchomusic", rid, turns)
+    return [{"id": cid, "audio": [audio], "images": [], "turns": turns,
              "task": "mcq", "split": "test", "source": "muchomusic", "choices": choices,
              "answer": answer, "dimensions": dims,
              "meta": {"dataset": row.get("dataset"), "genre": row.get("genre")}}]
 
 
-# format -> (reader, row converter, default audio template)
-FORMATS: dict[str, tuple[Callable[[Path], Iterator[Record]], Callable, str]] = {
+# format -> (reader(path, encoding), row converter, default audio template)
+FORMATS: dict[str, tuple[Callable[[Path, str], Iterator[Record]], Callable, str]] = {
     "musiccaps": (_iter_csv, _musiccaps, "{ytid}.wav"),
     "musicqa": (_iter_json, _musicqa, "{audio_name}"),
-    "musicinstruct": (lambda p: _iter_json(p, "QA"), _musicinstruct, "{ytid}.wav"),
+    "musicinstruct": (lambda p, e: _iter_json(p, "QA", e), _musicinstruct, "{ytid}.wav"),
     "lpmusiccaps": (_iter_json, _lpmusiccaps, "{id}.wav"),
     "songdescriber": (_iter_csv, _songdescriber, "{path}"),
     "llark": (_iter_json, _llark, "{id}.wav"),
-    "muchomusic": (lambda p: _iter_csv(p) if p.suffix.lower() == ".csv" else _iter_json(p),
-                   _muchomusic, "{audio_path}"),
+    "muchomusic": (lambda p, e: _iter_csv(p, e) if p.suffix.lower() == ".csv"
+                   else _iter_json(p, None, e), _muchomusic, "{audio_path}"),
 }
+
+
+def _convert_row(row: object, conv_fn: Callable, tpl: str, root: Path, out_dir: Path,
+                 where: str, check_audio: bool) -> list[Conversation]:
+    """One row's conversations, validated; any problem is a ``DataError`` (``where:``)."""
+    if isinstance(row, DataError):
+        raise row
+    if not isinstance(row, dict):
+        raise DataError(f"expected an object, got {type(row).__name__}")
+    try:
+        items = conv_fn(row, tpl)
+    except KeyError as e:
+        raise DataError(f"audio template {tpl!r} names field {e} that the row lacks") from None
+    convs = []
+    for item in items:
+        for k, t in enumerate(item["turns"]):
+            if t["role"] == "assistant" and not str(t["content"]).strip():
+                raise DataError(f"turn {k} (the answer) is blank")
+        resolved = [p if os.path.isabs(p) else str(root / p) for p in item["audio"]]
+        item["audio"] = [os.path.relpath(os.path.abspath(p), os.path.abspath(out_dir))
+                         for p in resolved]
+        convs.append(validate_conversation(item, base_dir=out_dir, where=where,
+                                           check_files=check_audio))
+    return convs
 
 
 def convert(fmt: str, inp: str | os.PathLike, out: str | os.PathLike, *,
             audio_root: str | os.PathLike | None = None, audio_template: str | None = None,
             check_audio: bool = True, skip_bad: bool = False,
-            errors_path: str | os.PathLike | None = None) -> tuple[int, int]:
+            errors_path: str | os.PathLike | None = None,
+            encoding: str = "utf-8") -> tuple[int, int]:
     """Convert ``inp`` in ``fmt`` to a conversation JSONL at ``out``; returns (written, bad).
 
     Audio paths are ``audio_root / audio_template.format(row fields)`` (``audio_root``
-    defaults to the input's folder) and are written relative to ``out``'s folder.
+    defaults to the input's folder) and are written relative to ``out``'s folder. ``out``
+    is written atomically: a stopped conversion leaves no partial file and no temporary
+    file. With ``skip_bad`` each bad row goes to ``errors_path`` (default: ``errors.jsonl``
+    beside ``out``) as ``{"input": "file:line", "error": ...}``.
+
+    Raises:
+        ValueError: an unknown format.
+        DataError: the input is missing or not text in ``encoding`` (``file:line``, the
+            encoding tried), an unknown encoding, or a bad row (``file:line``: what is
+            wrong) unless ``skip_bad``.
+        OutputError: ``out`` cannot be written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
     inp, out = Path(inp), Path(out)
     if not inp.is_file():
-        raise FileNotFoundError(f"input file {inp} does not exist")
+        raise DataError(f"{inp}: input file not found")
+    encoding = check_encoding(encoding)
+    check_output_path(out, error=OutputError)
     reader, conv_fn, default_tpl = FORMATS[fmt]
     tpl = audio_template or default_tpl
     root = Path(audio_root) if audio_root is not None else inp.parent
@@ -309,39 +408,31 @@ def convert(fmt: str, inp: str | os.PathLike, out: str | os.PathLike, *,
     errors_path = Path(errors_path) if errors_path else out_dir / "errors.jsonl"
     written, bad = 0, 0
     seen: set[str] = set()
-    # Written atomically: a failure (or --skip-bad off) leaves no half-converted file.
     with atomic_open(out) as f:
-        for line, row in reader(inp):
+        for line, row in reader(inp, encoding):
             where = f"{inp}:{line}"
             try:
-                if isinstance(row, DataError):
-                    raise row
-                if not isinstance(row, dict):
-                    raise DataError(f"expected an object, got {type(row).__name__}")
-                try:
-                    items = conv_fn(row, tpl)
-                except KeyError as e:
-                    raise DataError(f"audio template {tpl!r} names field {e} that the row "
-                                    "lacks") from None
-                convs: list[Conversation] = []
-                for item in items:
-                    resolved = [p if os.path.isabs(p) else str(root / p) for p in item["audio"]]
-                    item["audio"] = [os.path.relpath(os.path.abspath(p), os.path.abspath(out_dir))
-                                     for p in resolved]
-                    c = validate_conversation(item, base_dir=out_dir, where=where,
-                                              check_files=check_audio)
-                    if c.id in seen:
-                        raise DataError(f"duplicate id {c.id!r}")
-                    convs.append(c)
-            except DataError as e:
-                msg = str(e) if str(e).startswith(str(inp)) else f"{where}: {e}"
+                convs = _convert_row(row, conv_fn, tpl, root, out_dir, where, check_audio)
+            except Exception as e:  # every bad row is named, whatever broke in it
+                text = str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}"
+                msg = text if text.startswith(str(inp)) else f"{where}: {text}"
                 if not skip_bad:
                     raise DataError(msg) from None
                 append_errors(errors_path, [{"input": where, "error": msg}])
                 bad += 1
                 continue
             for c in convs:
-                seen.add(c.id)
-                f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+                c.id = _unique(c.id, seen)
+                f.write(json_line(c.to_dict()))
                 written += 1
     return written, bad
+
+
+def _unique(cid: str, seen: set[str]) -> str:
+    """``cid``, or ``cid-2``, ``cid-3`` ... when an earlier entry has it (file order)."""
+    out, n = cid, 1
+    while out in seen:
+        n += 1
+        out = f"{cid}-{n}"
+    seen.add(out)
+    return out

@@ -34,15 +34,15 @@ def _librosa():
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate`` (soundfile decode, soxr resample)."""
-    import soundfile as sf
-    import soxr
+    """Mono float32 audio at ``sample_rate``: ``mullm.audio.load_audio``, so every format
+    the rest of mullm reads (MP3, M4A, WMA ... to their true end) is read here too.
 
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    x = x.mean(axis=1)
-    if sr != sample_rate:
-        x = soxr.resample(x, sr, sample_rate).astype(np.float32)
-    return x
+    Raises:
+        AudioError: the file is missing, not audio, truncated or damaged (naming it).
+    """
+    from mullm.audio import load_audio as _load
+
+    return _load(path, sample_rate)
 
 
 def estimate_tempo(y: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[float, np.ndarray]:
@@ -133,19 +133,26 @@ def analyze(path: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, chords: 
     return row
 
 
-AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
-
-
 def label_folder(folder: str | os.PathLike, rel_to: str | os.PathLike, *,
                  profile: str = DEFAULT_PROFILE, errors_path: str | os.PathLike | None = None
                  ) -> list[dict]:
-    """Metadata rows with estimated key/mode/tempo for every audio file under ``folder``."""
+    """Metadata rows with estimated key/mode/tempo for every audio file under ``folder``.
+
+    Every file is tried (``mullm.data.manifest``'s folder rule: the decoder decides what is
+    audio); one that cannot be read or analysed goes to ``errors_path`` and the rest go on.
+    Ids are paths relative to ``folder`` without their extension (with it, when two files
+    differ only in their extension).
+    """
+    from mullm.data.manifest import read_manifest
     from mullm.data.schema import append_errors
 
     folder, rel_to = Path(folder), Path(rel_to)
-    rows = []
-    for p in sorted(q for q in folder.rglob("*") if q.suffix.lower() in AUDIO_EXTS):
-        rid = str(p.relative_to(folder).with_suffix(""))
+    rows, used = [], set()
+    for item in read_manifest(folder):
+        p = Path(item.path)
+        rid = str(Path(item.id).with_suffix(""))
+        rid = item.id if rid in used else rid
+        used.add(rid)
         try:
             row = analyze(p, profile=profile, chords=False)
         except Exception as e:  # noqa: BLE001 - recorded; the batch goes on

@@ -15,7 +15,6 @@ so a typo never silently drops data.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from mullm.errors import DataError
 from mullm.utils.atomic import atomic_open
-from mullm.utils.jsonl import iter_jsonl
+from mullm.utils.jsonl import iter_jsonl, json_line
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +231,7 @@ def append_errors(path: str | os.PathLike, records: Iterable[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.write(json_line(r))
 
 
 def write_conversations(path: str | os.PathLike, convs: Iterable[Conversation | dict]) -> int:
@@ -243,6 +242,6 @@ def write_conversations(path: str | os.PathLike, convs: Iterable[Conversation | 
     with atomic_open(path) as f:
         for c in convs:
             d = c.to_dict() if isinstance(c, Conversation) else c
-            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+            f.write(json_line(d))
             n += 1
     return n

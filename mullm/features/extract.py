@@ -11,7 +11,6 @@ Files already in the cache are skipped (an unchanged file without being read aga
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -28,10 +27,12 @@ from mullm.features.keys import ERRORS, LOCK, file_stamp, resolved, same_stamp
 from mullm.features.writer import FeatureCacheWriter
 from mullm.utils.batching import BatchEngine, BatchJob, Unit
 from mullm.utils.hashing import file_sha256, wave_sha256
+from mullm.utils.jsonl import json_line
 from mullm.utils.locks import exclusive_lock
 
-# What reading or encoding one file may raise (soundfile's errors are RuntimeErrors).
-_ITEM_ERRORS = (OSError, ValueError, RuntimeError)
+# One file's failure, whatever its type (a decoder error, MemoryError, an encoder's
+# KeyError), fails that file alone; KeyboardInterrupt and SystemExit still stop the run.
+_ITEM_ERRORS = (Exception,)
 
 
 @dataclass
@@ -188,16 +189,18 @@ class _Extraction(BatchJob[_Source]):
 
     def fail(self, src: _Source, error: BaseException, unit: Unit | None) -> None:
         """Append the file's error to errors.jsonl; the run goes on."""
+        text = str(error) if isinstance(error, ValueError) else \
+            f"{type(error).__name__}: {error}"
         if unit is not None:
-            message = f"encoding failed: {error}"
+            message = f"{src.path}: encoding failed: {text}"
         elif isinstance(error, ValueError):
-            message = str(error)  # mullm's audio errors name the file already
+            message = text  # mullm's audio errors name the file already
         else:
-            message = f"{src.path}: {error}"
+            message = f"{src.path}: {text}"
         rec = {"input": src.path, "error": message}
         if src.id is not None:
             rec["id"] = src.id
-        self.errors.write(json.dumps(rec) + "\n")
+        self.errors.write(json_line(rec))
         self.errors.flush()
         self.summary.failed += 1
         self.summary.errors.append(rec)

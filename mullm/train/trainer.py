@@ -35,7 +35,7 @@ from mullm.data.dataset import (
     media_specs,
     sequential_batches,
 )
-from mullm.errors import ConfigError, DataError, MullmError
+from mullm.errors import ConfigError, DataError, MullmError, OutputError
 from mullm.processor import MusicProcessor
 from mullm.train import checkpoint as ckpt
 from mullm.train import distributed as D
@@ -47,6 +47,7 @@ from mullm.train.config import (
     resume_fingerprint,
 )
 from mullm.train.metrics import MetricsLogger
+from mullm.utils.files import check_output_path
 
 
 class TrainingError(MullmError, RuntimeError):
@@ -171,7 +172,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: str | Path | None = None,
                  model: Any = None, overwrite: bool = False) -> None:
         self.cfg = cfg
-        self.run_dir = Path(cfg.output_dir)
+        # Before any model loads: a run folder that cannot be written fails in one line.
+        self.run_dir = check_output_path(cfg.output_dir, folder=True, flag="output_dir",
+                                         error=OutputError)
         if resume is None:
             clear_previous_run(self.run_dir, overwrite)
         self.dist = D.setup(cfg.train.distributed)

@@ -5,7 +5,11 @@ Modules (import the one you need; nothing is re-exported here so that importing,
 
 - ``atomic``: atomic file writes (temporary file in the same folder, fsync, ``os.replace``);
 - ``locks``: one exclusive, non-blocking file lock (``filelock``) with a clear refusal;
-- ``jsonl``: JSON Lines reading whose errors name ``file:line``;
+- ``jsonl``: JSON Lines reading whose errors name ``file:line``, and writing any record as
+  valid UTF-8 (file names that are not UTF-8 included);
+- ``text``: user text files: byte-order marks, encodings, errors naming ``file:line``;
+- ``files``: input-file checks (missing, empty, links, special files) and the writable
+  output check;
 - ``dtypes``: dtype names of configs -> torch dtypes;
 - ``hashing``: content hashes of files, waveforms, module weights and JSON data;
 - ``music``: pitch classes, key profiles, modes, tempo classes and metres;
