@@ -3,13 +3,15 @@
 Layers, lowest first (a module may import its own layer or lower ones):
 
 0. ``_version``, ``errors``, ``utils``: no knowledge of music models.
-1. ``config``, ``config_files``, ``audio``, ``image``: configs and checked media files.
+1. ``config``, ``config_files``, ``audio`` (with ``audio_av``, ``audio_checks``), ``image``:
+   configs and checked media files.
 2. ``encoders``, ``adapters``, ``features``, ``injection``, ``llm``: the frozen and trainable
    parts, and the feature cache of encoder outputs.
 3. ``media``, ``processor``: inputs for a model, built without one.
 4. ``model``, ``model_io``, ``outputs``: the assembled model and what it can produce.
 5. ``data``, ``eval``, ``streaming``: data sets and evaluation, on top of a model.
-6. ``train``, ``caption``, ``demo``, ``quickstart``: the jobs.
+6. ``train``, ``caption``, ``demo``, ``quickstart``: the jobs (and ``testing``,
+   ``testing_audio``: tiny stand-ins for tests and benchmarks).
 7. ``commands``, ``cli`` and the package root: entry points.
 
 Imports inside ``if TYPE_CHECKING:`` are annotations only and do not count; imports inside
@@ -24,12 +26,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mullm"
 LAYERS = [
     ["_version", "errors", "utils"],
-    ["config", "config_files", "audio", "image"],
+    ["config", "config_files", "audio", "audio_av", "audio_checks", "image"],
     ["encoders", "adapters", "features", "injection", "llm"],
     ["media", "processor"],
     ["model", "model_io", "outputs"],
     ["data", "eval", "streaming"],
-    ["train", "caption", "demo", "quickstart", "testing"],
+    ["train", "caption", "demo", "quickstart", "testing", "testing_audio"],
     ["commands", "cli", ""],
 ]
 MAX_LINES = 600
