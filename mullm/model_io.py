@@ -1,11 +1,12 @@
 """The model directory: what ``MusicLLM`` saves and how it loads it back, strictly.
 
 A model directory (INTERFACES.md) holds ``config.yaml``, ``trainable.safetensors`` (every
-trained tensor that is not LoRA: adapters, gates, prefixes, new token rows; the whole LLM under
-``policy: full``), ``lora/`` in peft's own layout, ``processor/`` (tokenizer and media specs,
-loadable alone with ``MusicProcessor.from_pretrained``) and ``mullm.json`` (version, time,
-fingerprints). Loading checks every key and shape and the base weights' fingerprint: nothing
-is dropped silently.
+trained tensor that is not LoRA: adapters, gates, prefixes, new token rows, the music-output
+bridge's output-token rows and projector (``outputs.music.*``); the whole LLM under ``policy:
+full``), ``lora/`` in peft's own layout, ``processor/`` (tokenizer and media specs, loadable
+alone with ``MusicProcessor.from_pretrained``) and ``mullm.json`` (version, time,
+fingerprints). A music decoder is referenced by the config, never saved. Loading checks
+every key and shape and the base weights' fingerprint: nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mullm.errors import ModelLoadError
 TRAINABLE_FILE = "trainable.safetensors"
 PROCESSOR_DIR = "processor"
 # Submodules of MusicLLM whose every tensor is saved.
-OWN_PREFIXES = ("layer_selectors", "adapters", "output_norms", "injectors")
+OWN_PREFIXES = ("layer_selectors", "adapters", "output_norms", "injectors", "outputs")
 
 
 def config_hash(cfg: ModelConfig) -> str:

@@ -36,6 +36,7 @@ from mullm.data.dataset import (
     sequential_batches,
 )
 from mullm.errors import ConfigError, DataError, MullmError
+from mullm.outputs.tokens import task_prefixes
 from mullm.processor import MusicProcessor
 from mullm.train import checkpoint as ckpt
 from mullm.train import distributed as D
@@ -136,16 +137,18 @@ def autocast_for(precision: str, device: torch.device) -> tuple[Any, torch.dtype
 
 
 def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    # Music-output targets, when the batch has any: the model adds the projector loss.
     return {"input_ids": batch["input_ids"].to(device),
             "attention_mask": batch["attention_mask"].to(device),
             "labels": batch["labels"].to(device),
-            "media": {k: v.to(device) for k, v in batch["media"].items()}}
+            "media": {k: v.to(device) for k, v in batch["media"].items()},
+            **({"music_captions": batch["music_captions"]} if "music_captions" in batch else {})}
 
 
 def _new_window() -> dict[str, Any]:
     """Running sums between two log records."""
     return {"loss": 0.0, "tokens": 0, "samples": 0, "seq_tokens": 0, "steps": 0,
-            "truncated": 0, "dropped": 0, "t0": time.perf_counter()}
+            "truncated": 0, "dropped": 0, "generation_loss": [], "t0": time.perf_counter()}
 
 
 def _count_labels(batch: dict[str, Any]) -> int:
@@ -184,7 +187,7 @@ class Trainer:
                 "use train.distributed=ddp (QLoRA already fits the base on one device)")
         self.model = model if model is not None else MusicLLM(cfg.model)
         if cfg.model.llm.quantization != "none":  # bitsandbytes placed the LLM
-            for name in ("encoders", "layer_selectors", "adapters", "injectors"):
+            for name in ("encoders", "layer_selectors", "adapters", "injectors", "outputs"):
                 getattr(self.model, name).to(self.dist.device)
         elif self.dist.mode != "fsdp":  # fully_shard places each rank's shard itself
             self.model.to(self.dist.device)
@@ -203,17 +206,20 @@ class Trainer:
         enc = self.model.encoders["audio"] if "audio" in self.model.encoders else None
         errors = self.run_dir / "errors.jsonl"
         names = list(cfg.data.train)
+        prefixes = task_prefixes(cfg.model.music_output)
         self.train_data = ConversationDataset(
             [Source(s.path, s.weight, s.split, s.tasks, s.max_samples)
              for s in cfg.data.train.values()], specs, skip_bad=cfg.data.skip_bad,
-            errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc)
+            errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc,
+            task_prefixes=prefixes)
         self.source_names = names
         self.eval_data = None
         if cfg.data.eval:
             self.eval_data = ConversationDataset(
                 [Source(s.path, s.weight, s.split, s.tasks, s.max_samples)
                  for s in cfg.data.eval.values()], specs, skip_bad=cfg.data.skip_bad,
-                errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc)
+                errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc,
+                task_prefixes=prefixes)
         self.collate = Collator(MusicProcessor.from_pretrained(self.run_dir / "processor"),
                                 cfg.data.max_length)
         self.lengths = self.train_data.lengths(self.model) if cfg.data.group_by_length else None
@@ -295,7 +301,7 @@ class Trainer:
         was = model.training
         model.eval()
         t = self.cfg.train
-        total, count = 0.0, 0
+        total, count, gen = 0.0, 0, []
         try:
             for idx in sequential_batches(len(self.eval_data), t.batch_size)[: t.eval_batches]:
                 batch = self.collate([self.eval_data[i] for i in idx])
@@ -303,8 +309,10 @@ class Trainer:
                     continue
                 with self.autocast():
                     out = model(**_move(batch, self.dist.device))
-                total += float(out["loss"]) * int(out["num_tokens"])
+                # eval_loss stays the LM loss, comparable with models without music output.
+                total += float(out.get("lm_loss", out["loss"])) * int(out["num_tokens"])
                 count += int(out["num_tokens"])
+                gen += [float(out["generation_loss"])] if "generation_loss" in out else []
             samples = []
             for i in range(min(t.eval_samples, len(self.eval_data))):
                 item = self.eval_data[i]
@@ -318,13 +326,14 @@ class Trainer:
         finally:
             model.train(was)
         result = {"eval_loss": total / count if count else float("nan"), "samples": samples}
-        return result
+        return result | ({"eval_generation_loss": sum(gen) / len(gen)} if gen else {})
 
     def _log_eval(self, result: dict[str, Any], stage: str) -> None:
         if not result or not self.main:
             return
         rec = {"kind": "eval", "step": self.global_step, "stage": stage,
                "eval_loss": result["eval_loss"]}
+        rec.update({k: v for k, v in result.items() if k == "eval_generation_loss"})
         self.logger.log(rec)
         with open(self.run_dir / "samples.jsonl", "a") as f:
             for s in result["samples"]:
@@ -447,6 +456,8 @@ class Trainer:
                         else:
                             out = model(**_move(b, self.dist.device))
                             part = out["loss"].float() * out["num_tokens"]
+                            window["generation_loss"] += [float(out["generation_loss"])] \
+                                if "generation_loss" in out else []
                         self._check_finite(part, b, name)
                         scaled = part * (self.dist.world_size / step_tokens)
                         if scaler is not None:
@@ -500,6 +511,8 @@ class Trainer:
                            "truncated_label_tokens": window["truncated"],
                            "dropped_samples": window["dropped"],
                            **{f"lr/{k}": v for k, v in lrs.items()}}
+                    if gl := window["generation_loss"]:  # this rank's mean projector loss
+                        rec["generation_loss"] = sum(gl) / len(gl)
                     self.logger.log(rec)
                     if bar is not None:
                         bar.set_postfix(loss=f"{rec['loss']:.4f}",
