@@ -140,16 +140,25 @@ def make_tiny_musicgen(out_dir: str | Path, seed: int = 0, hidden_size: int = 32
     codec = EncodecConfig(sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=16,
                           codebook_size=2048, codebook_dim=16, upsampling_ratios=[8, 5, 4, 4],
                           target_bandwidths=[2.2], num_residual_layers=1, num_lstm_layers=1)
+    # A wider initialisation than MusicGen's 0.02 so that, tiny and random, the decoder's
+    # codes still depend on what it cross-attends to (tests compare conditionings).
     dec = MusicgenDecoderConfig(vocab_size=2048, hidden_size=hidden_size, num_hidden_layers=2,
                                 num_attention_heads=4, ffn_dim=2 * hidden_size,
                                 num_codebooks=codec.num_quantizers,
                                 max_position_embeddings=8192, pad_token_id=2048,
-                                bos_token_id=2048, decoder_start_token_id=2048)
+                                bos_token_id=2048, decoder_start_token_id=2048,
+                                initializer_factor=0.2)
     config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=codec.to_dict(),
                             decoder=dec.to_dict())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MusicgenForConditionalGeneration(config)
+        # EnCodec's codebooks are buffers that start at zero (k-means fills them in
+        # training): random ones, or every code would decode to the same sound.
+        with torch.no_grad():
+            for name, buf in model.audio_encoder.named_buffers():
+                if name.endswith("codebook.embed"):
+                    buf.normal_()
     model.generation_config.update(pad_token_id=2048, decoder_start_token_id=2048,
                                    bos_token_id=2048)
     _save_atomically(out_dir, lambda d: (model.save_pretrained(d), tok.save_pretrained(d)))
