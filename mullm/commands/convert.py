@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 NAME = "convert"
-HELP = "Convert MusicCaps, MusicQA, MusicInstruct, LP-MusicCaps, Song Describer, LLark or " \
-       "MuChoMusic files to conversation JSONL."
+HELP = "Convert MusicCaps, MusicQA, MusicInstruct, LP-MusicCaps, Song Describer, LLark, " \
+       "MuChoMusic or M2UGen's MUCaps / MUEdit / MUImage files to conversation JSONL."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not require the audio files to exist yet")
     parser.add_argument("--skip-bad", action="store_true",
                         help="record bad rows in errors.jsonl beside --out and go on")
+    parser.add_argument("--output-tokens", type=int, default=8,
+                        help="mucaps / muedit / muimage: [AUDi] tokens per reply (the model's "
+                             "music_output.num_tokens; M2UGen: 8)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,7 +40,8 @@ def main(args: argparse.Namespace) -> int:
 
     written, bad = convert(args.fmt, args.input, args.out, audio_root=args.audio_root,
                            audio_template=args.audio_template,
-                           check_audio=not args.no_check_audio, skip_bad=args.skip_bad)
+                           check_audio=not args.no_check_audio, skip_bad=args.skip_bad,
+                           output_tokens=args.output_tokens)
     print(json.dumps({"out": args.out, "written": written, "bad": bad}))
     if bad:
         print(f"{bad} bad row(s) recorded in {Path(args.out).parent / 'errors.jsonl'}",

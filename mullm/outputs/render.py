@@ -47,6 +47,38 @@ def _last_user(messages: list[dict]) -> str:
 
 
 @torch.no_grad()
+def reply_conditions(model: MusicLLM, messages: list[dict],
+                     media: dict[str, list] | None = None) -> torch.Tensor:
+    """Projector outputs (R, T, D) for the R complete runs of output tokens in the last
+    (assistant) message of ``messages``: the whole conversation, with its media, runs through
+    the LLM once and the states at each run go through the output projector. R may be 0.
+
+    Raises:
+        ValueError: the model has no music output, or the conversation does not end with an
+            assistant message.
+    """
+    if "music" not in model.outputs:
+        raise ValueError("the model has no music_output section")
+    if not messages or messages[-1].get("role") != "assistant":
+        raise ValueError("render_music needs a conversation whose last message is the "
+                         "assistant's reply")
+    bridge = model.outputs["music"]
+    batch = model.processor([messages], [media or {}])
+    start, end = last_reply_span(batch["labels"][0])
+    runs = [s for s in bridge.runs(batch["input_ids"])[0] if start <= s < end]
+    if not runs:
+        return torch.zeros(0, *bridge.condition_shape, device=model.device)
+    was_training = model.training
+    model.eval()
+    try:
+        hidden = model.last_hidden_state(batch["input_ids"], batch["attention_mask"],
+                                         batch["media"])
+        return bridge.condition(bridge.gather(hidden, [(0, s) for s in runs]))
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def render_music(model: MusicLLM, messages: list[dict], media: dict[str, list] | None = None,
                  mode: str | None = None, duration_s: float | None = None,
                  seed: int | None = None) -> list[GeneratedAudio]:
@@ -70,43 +102,28 @@ def render_music(model: MusicLLM, messages: list[dict], media: dict[str, list] |
     """
     if "music" not in model.outputs:
         return []
-    if not messages or messages[-1].get("role") != "assistant":
-        raise ValueError("render_music needs a conversation whose last message is the "
-                         "assistant's reply")
-    bridge = model.outputs["music"]
-    cfg = bridge.config
+    cfg = model.outputs["music"].config
     mode = mode or cfg.mode
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {list(MODES)}")
-    batch = model.processor([messages], [media or {}])
-    ids = batch["input_ids"][0]
-    start, end = last_reply_span(batch["labels"][0])
-    runs = [s for s in bridge.runs(ids[None])[0] if start <= s < end]
-    if not runs:
+    conditions = reply_conditions(model, messages, media)
+    if conditions.shape[0] == 0:
         return []
+    decoder = model.outputs["music"].decoder
     request = _last_user(messages)
-    decoder = bridge.decoder
     duration = float(duration_s or cfg.decoder.duration_s)
     seed = seed if seed is not None else cfg.decoder.seed
     meta: dict[str, Any] = {**decoder.describe(), "duration_s": duration, "seed": seed,
                             "output_tokens": cfg.num_tokens}
-    was_training = model.training
-    model.eval()
-    try:
-        if mode == "text":
-            prompt = strip_output_tokens(messages[-1]["content"]) or request
-            waves = decoder.generate_from_text([prompt] * len(runs), duration, seed)
-            meta["text_prompt"] = prompt
-        else:
-            hidden = model.last_hidden_state(batch["input_ids"], batch["attention_mask"],
-                                             batch["media"])
-            states = bridge.gather(hidden, [(0, s) for s in runs])
-            waves = decoder.generate_from_condition(bridge.condition(states), duration, seed)
-    finally:
-        model.train(was_training)
+    if mode == "text":
+        prompt = strip_output_tokens(messages[-1]["content"]) or request
+        waves = decoder.generate_from_text([prompt] * conditions.shape[0], duration, seed)
+        meta["text_prompt"] = prompt
+    else:
+        waves = decoder.generate_from_condition(conditions, duration, seed)
     return [GeneratedAudio(waveform=w, sample_rate=decoder.sample_rate, mode=mode,
                            request=request, meta=dict(meta, run=i))
             for i, w in enumerate(waves)]
 
 
-__all__ = ["MODES", "last_reply_span", "render_music"]
+__all__ = ["MODES", "last_reply_span", "render_music", "reply_conditions"]
