@@ -367,6 +367,9 @@ class MusicLLM(ModelIOMixin, nn.Module):
         result = {"loss": loss, "num_tokens": torch.tensor(n)}
         if music_captions is not None and any(music_captions):
             result = self._with_generation_loss(result, hidden, input_ids, music_captions)
+        elif "music" in self.outputs and torch.is_grad_enabled():
+            zero = self.outputs["music"].zero_loss()  # every trainable parameter takes part
+            result["loss"] = loss if zero is None else loss + zero
         return result
 
     def _with_generation_loss(self, result: dict[str, torch.Tensor], hidden: torch.Tensor,

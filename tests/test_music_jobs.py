@@ -90,6 +90,8 @@ def test_offline_generation_and_editing_conversations(toy: Path, tmp_path: Path)
     t2m = [c for c in convs if c.meta["template"] == "text-to-music"]
     edits = [c for c in convs if c.meta["template"] == "edit"]
     assert len(t2m) == 4 and not any(c.audio for c in t2m)
+    for c in t2m:  # the request asks for exactly the music its target caption describes
+        assert c.target["caption"][1:].rstrip(".") in c.turns[0]["content"]
     assert all(c.turns[1]["content"].endswith(AUD) and c.target["caption"] for c in convs)
     slower = [c for c in edits if c.meta["direction"] == "forward"]
     assert len(slower) == 4 and len(edits) == 8

@@ -199,6 +199,15 @@ def test_gradients_reach_the_projector_and_the_new_token_rows_only(
                for p in model.outputs["music"].projector.parameters() if p.dim() > 1)
     # The vocabulary itself stays frozen: only the n rows train.
     assert model.llm.get_input_embeddings().weight.grad is None
+    # A batch without music targets still gives the projector a (zero) gradient: DDP needs
+    # one for every trainable parameter, and the loss is unchanged.
+    model.zero_grad(set_to_none=True)
+    plain = model(**batch)
+    plain["loss"].backward()
+    with torch.no_grad():
+        assert torch.equal(plain["loss"].detach(), model(**batch)["loss"])
+    assert all(p.grad is not None and float(p.grad.abs().sum()) == 0.0
+               for p in model.outputs["music"].projector.parameters())
     # A captioned sample whose reply lost its output tokens is an error, not a silent skip.
     cut = [REQUEST[0], {"role": "assistant", "content": "Here it is."}]
     with pytest.raises(ValueError, match="no complete run of the 4 output tokens"):

@@ -73,8 +73,8 @@ def generation_conversations(rows: Sequence[dict], *, meta_dir: str | os.PathLik
     out: list[Conversation] = []
 
     def conv(cid: str, turns: list[dict], audio: list[str], target: dict, row: dict,
-             meta: dict) -> Conversation:
-        caption = short_caption(target, rng)
+             meta: dict, caption: str | None = None) -> Conversation:
+        caption = caption or short_caption(target, rng)
         return Conversation(id=cid, turns=turns, task="generate", audio=audio,
                             split=row.get("split"), source=SOURCE, meta=meta,
                             target={"caption": caption,
@@ -89,7 +89,8 @@ def generation_conversations(rows: Sequence[dict], *, meta_dir: str | os.PathLik
         reply = str(rng.choice(_REPLY)).format(x=_lower_first(caption)) + f". {aud}"
         out.append(conv(f"{row['id']}-t2m", [{"role": "user", "content": ask},
                                               {"role": "assistant", "content": reply}],
-                        [], row, row, {"clip": row["id"], "template": "text-to-music"}))
+                        [], row, row, {"clip": row["id"], "template": "text-to-music"},
+                        caption))
     if not edits:
         return out
     for row in rows:

@@ -105,6 +105,16 @@ class MusicOutput(nn.Module):
         return self.projector(states.to(rows.dtype) + rows.unsqueeze(0))
 
     # ------------------------------------------------------------------ training
+    def zero_loss(self) -> torch.Tensor | None:
+        """0 x every trainable parameter of the bridge (None when none trains). A batch
+        without music targets leaves the projector without a gradient, and DDP expects one
+        (zeros) for every trainable parameter on every step."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None
+        return sum((p.float().sum() for p in params), torch.zeros((), device=params[0].device)
+                   ) * 0.0
+
     def generation_loss(self, hidden: torch.Tensor, input_ids: torch.Tensor,
                         captions: list[str | None]) -> torch.Tensor | None:
         """Projector output at each captioned sample's last output-token run against the
