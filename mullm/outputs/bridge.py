@@ -74,17 +74,6 @@ class MusicOutput(nn.Module):
             self._decoder.to(device)
         return self._decoder
 
-    def set_decoder(self, decoder: MusicDecoder) -> None:
-        """Use an already loaded decoder (one copy shared by several models, say).
-
-        Raises:
-            ValueError: a decoder whose conditioning shape is not the projector's.
-        """
-        if tuple(decoder.condition_shape) != tuple(self.condition_shape):
-            raise ValueError(f"decoder takes {decoder.condition_shape}, the projector emits "
-                             f"{self.condition_shape}")
-        self._decoder = decoder
-
     def attach(self, llm: nn.Module) -> list[Any]:
         """Hook the output tokens' rows into ``llm``'s embedding and head; returns handles."""
         return self.tokens.attach(llm)

@@ -102,6 +102,11 @@ class MusicDecoder(ABC):
     @abstractmethod
     def _move(self, device: torch.device) -> None: ...
 
+    @staticmethod
+    @abstractmethod
+    def condition_shape_of(config: MusicDecoderConfig) -> tuple[int, int]:
+        """(T, D) of the decoder ``config`` names, from its checkpoint's config files only."""
+
     @abstractmethod
     def text_condition(self, texts: list[str]) -> torch.Tensor:
         """The decoder's own text-encoder embedding of ``texts`` as (B, T, D), float32, no
@@ -159,7 +164,7 @@ def decoder_class(cfg: MusicDecoderConfig) -> type[MusicDecoder]:
 
 def decoder_condition_shape(cfg: MusicDecoderConfig) -> tuple[int, int]:
     """(T, D) of ``cfg``'s decoder from its config files (no weights are loaded)."""
-    return decoder_class(cfg).condition_shape_of(cfg)  # type: ignore[attr-defined]
+    return decoder_class(cfg).condition_shape_of(cfg)
 
 
 def build_decoder(cfg: MusicDecoderConfig) -> MusicDecoder:

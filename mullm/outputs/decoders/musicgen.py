@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mullm.errors import ModelLoadError
 from mullm.outputs.config import MusicDecoderConfig
 from mullm.outputs.decoders.base import (
     DTYPES,
@@ -60,8 +61,6 @@ class MusicGenDecoder(MusicDecoder):
             raise load_error("MusicGen checkpoint", config.checkpoint, exc) from exc
         bad = list(info.get("missing_keys") or []) + list(info.get("mismatched_keys") or [])
         if bad:
-            from mullm.errors import ModelLoadError
-
             raise ModelLoadError(f"{source}: MusicGen weights do not match its config "
                                  f"(missing or mismatched: {bad[:8]})")
         self.model = model.eval().requires_grad_(False)
