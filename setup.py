@@ -25,6 +25,8 @@ EXTRAS = {
     "offline": ["gguf>=0.10", "accelerate>=1.0"],
     "data": ["music21", "pyfluidsynth", "pretty_midi", "datasets"],
     "train": ["tensorboard", "matplotlib"],
+    # Music output: MusicGen comes with transformers; AudioLDM2 needs diffusers.
+    "outputs": ["diffusers>=0.30"],
     "dev": ["pytest>=8", "ruff>=0.6", "playwright"],
 }
 EXTRAS["all"] = sorted({p for v in EXTRAS.values() for p in v})

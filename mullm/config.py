@@ -31,10 +31,17 @@ import yaml
 
 from mullm.config_files import compose, read_config, read_yaml, resolve_config_path
 from mullm.errors import ConfigError
+from mullm.outputs.config import (
+    MusicDecoderConfig,
+    MusicOutputConfig,
+    ProjectorConfig,
+    validate_music_output,
+)
 
 __all__ = [
     "AdapterConfig", "ConfigError", "EncoderConfig", "InjectionConfig", "LLMConfig",
-    "LoRAConfig", "ModalityConfig", "ModelConfig", "apply_overrides", "compose", "field_type",
+    "LoRAConfig", "ModalityConfig", "ModelConfig", "MusicDecoderConfig", "MusicOutputConfig",
+    "ProjectorConfig", "apply_overrides", "compose", "field_type",
     "from_dict", "load_model_config", "parse_override", "read_config", "read_yaml",
     "resolve_config_path", "resolve_model_source", "to_dict", "validate_adapter",
     "validate_encoder",
@@ -161,6 +168,9 @@ class ModelConfig:
     )
     system_prompt: str | None = None
     seed: int = 0
+    # Music output (M2UGen's [AUD] tokens -> output projector -> MusicGen / AudioLDM2); None
+    # for a model that only reads music. Its dataclasses: mullm/outputs/config.py.
+    music_output: MusicOutputConfig | None = None
 
 
 KNOWN_MODALITIES = ("audio", "image", "video")
@@ -194,6 +204,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if _is_union(tp):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is not None and len(options) == 1:
+            # ``X | None`` given a value: X's own error says what is wrong inside it.
+            return _coerce(value, options[0], key)
         errors = []
         for option in typing.get_args(tp):
             try:
@@ -513,6 +527,8 @@ def validate_model_config(cfg: ModelConfig, num_llm_layers: int | None = None) -
                "a quantised LLM cannot be fully fine-tuned; use lora (QLoRA) or frozen")
     for name, mod in cfg.modalities.items():
         validate_modality(name, mod, num_llm_layers)
+    if cfg.music_output is not None:
+        validate_music_output(cfg.music_output)
 
 
 def _is_training_config(data: dict[str, Any]) -> bool:

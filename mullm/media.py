@@ -24,6 +24,7 @@ import torch
 from mullm.adapters import adapter_num_tokens
 from mullm.config import AdapterConfig, ModalityConfig, from_dict, to_dict
 from mullm.encoders.frames import FrameSpec, count_frames
+from mullm.errors import AudioError
 
 MARKERS = {"audio": "<audio>", "image": "<image>", "video": "<video>"}
 
@@ -144,10 +145,12 @@ class MediaSpec:
 
     # ------------------------------------------------------------------ items
     def load_item(self, item: Any, name: str = "item") -> torch.Tensor | Features:
-        """A path, array, tensor or ``Features`` -> a checked encoder input.
+        """A path, array, tensor, ``Features`` or clip -> a checked encoder input.
 
         Audio files are decoded, resampled to ``sample_rate`` and checked against the
-        duration limits (``mullm.audio.load_audio``); image and video files are opened and
+        duration limits (``mullm.audio.load_audio``); so is a clip that carries its own rate
+        (anything with ``waveform`` and ``sample_rate``, e.g. ``GeneratedAudio``); arrays and
+        tensors are taken as already at ``sample_rate``. Image and video files are opened and
         preprocessed by ``image_spec``.
 
         Raises:
@@ -156,6 +159,22 @@ class MediaSpec:
         """
         if isinstance(item, Features):
             return item
+        if self.modality == "audio" and hasattr(item, "waveform") and hasattr(item,
+                                                                             "sample_rate"):
+            # A clip with its own rate (``mullm.outputs.GeneratedAudio``: a generated clip
+            # attached to the next turn, for editing): resampled and checked like a file.
+            from mullm.audio import resample, validate_waveform
+
+            where = f"{name} ({getattr(item, 'mode', 'clip')} clip)"
+            wave = validate_waveform(np.asarray(item.waveform, dtype=np.float32), where,
+                                     sample_rate=int(item.sample_rate))
+            if len(wave) > (self.max_duration_s + 1e-6) * int(item.sample_rate):
+                raise AudioError(f"{where}: audio is too long: {len(wave) / item.sample_rate:.2f}"
+                                 f" s > max_duration_s={self.max_duration_s} s")
+            wave = validate_waveform(resample(wave, int(item.sample_rate), self.sample_rate),
+                                     where, sample_rate=self.sample_rate,
+                                     min_duration_s=self.min_duration_s)
+            return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
         if isinstance(item, (str, Path)):
             if self.modality == "audio":
                 from mullm.audio import load_audio

@@ -12,7 +12,11 @@ The public API follows transformers' audio/vision LLMs (Qwen2-Audio, LLaVA):
   context manager that scopes that state to one call).
 
 Everything trainable that is not LoRA (adapters, layer weights, gates, prefixes, the rows of
-added tokens) lives in this module's own submodules; ``mullm.model_io`` saves exactly those.
+added tokens, the music-output bridge) lives in this module's own submodules;
+``mullm.model_io`` saves exactly those. With a ``music_output`` config section the model also
+writes music (M2UGen-style): ``model.outputs["music"]`` (``mullm.outputs.bridge``) holds the
+output tokens' rows and the output projector, and ``render_music`` turns a reply's output
+tokens into clips.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ from mullm.injection import (
 from mullm.llm import apply_policy, attention_module, decoder_layers, load_llm
 from mullm.media import MARKERS, MediaBatch
 from mullm.model_io import ModelIOMixin
+from mullm.outputs.bridge import MusicOutput
+from mullm.outputs.types import GeneratedAudio
+from mullm.outputs.vocab import add_output_tokens
 from mullm.processor import IGNORE_INDEX, MusicProcessor
 
 InjectionStates = dict[nn.Module, MediaState]
@@ -129,16 +136,23 @@ class MusicLLM(ModelIOMixin, nn.Module):
         self.processor = processor
         self.placeholder_ids = dict(processor.placeholder_ids)
         self.added_token_ids = sorted(i for i in self.placeholder_ids.values() if i >= old_vocab)
-        if self.added_token_ids:
+        music = config.music_output
+        output_ids = add_output_tokens(processor.tokenizer, music.num_tokens) if music else []
+        new_rows = sorted(set(self.added_token_ids) | {i for i in output_ids if i >= old_vocab})
+        if new_rows:
             llm.resize_token_embeddings(max(len(processor.tokenizer), old_vocab),
                                         mean_resizing=False)
             # Deterministic rows (the mean embedding) so that a rebuilt model matches; the
-            # rows are also saved, for tokens that a later stage may train.
+            # placeholder rows are also saved, for tokens that a later stage may train. The
+            # output tokens' trained rows live in outputs["music"] (hooked in, see below).
             with torch.no_grad():
                 for emb in {id(e): e for e in (llm.get_input_embeddings(),
                                                llm.get_output_embeddings()) if e is not None
                             }.values():
-                    emb.weight[self.added_token_ids] = emb.weight[:old_vocab].mean(0)
+                    emb.weight[new_rows] = emb.weight[:old_vocab].mean(0)
+        self.outputs = nn.ModuleDict()
+        if music is not None:
+            self.outputs["music"] = MusicOutput(music, output_ids, llm, dim)
 
         self.llm = apply_policy(llm, config.llm)
         self._hooks = []
@@ -148,6 +162,8 @@ class MusicLLM(ModelIOMixin, nn.Module):
                 self._hooks += injector.attach(layers)
             else:
                 self._hooks += injector.attach(layers, attention_module)
+        if "music" in self.outputs:
+            self._hooks += self.outputs["music"].attach(self.llm)
 
     @property
     def tokenizer(self) -> Any:
@@ -176,6 +192,9 @@ class MusicLLM(ModelIOMixin, nn.Module):
                 list(self.output_norms[m].parameters())
         for m in self.injectors:
             groups[f"injection.{m}"] = list(self.injectors[m].parameters())
+        if "music" in self.outputs:
+            groups["output_tokens"] = list(self.outputs["music"].tokens.parameters())
+            groups["output_projector"] = list(self.outputs["music"].projector.parameters())
         if self.config.llm.policy == "lora":
             groups["lora"] = [p for n, p in self.llm.named_parameters() if "lora_" in n]
         elif self.config.llm.policy == "full":
@@ -280,9 +299,24 @@ class MusicLLM(ModelIOMixin, nn.Module):
                                "modules")
 
     # ------------------------------------------------------------------ forward / loss
+    def last_hidden_state(self, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor | None = None,
+                          media: dict[str, MediaBatch] | None = None) -> torch.Tensor:
+        """The LLM's last hidden states (B, S, d), after its final norm, for a processor
+        batch with its media spliced or injected: what the output projector reads."""
+        input_ids = input_ids.to(self.device)
+        attention_mask = None if attention_mask is None else attention_mask.to(self.device)
+        embeds, states = self.prepare_inputs_embeds(input_ids, media)
+        base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        with self.injection(states):
+            return base.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask,
+                                      position_ids=_position_ids(attention_mask),
+                                      use_cache=False).last_hidden_state
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, media: dict[str, MediaBatch] | None = None,
-                return_logits: bool = False) -> dict[str, torch.Tensor]:
+                return_logits: bool = False, music_captions: list[str | None] | None = None
+                ) -> dict[str, torch.Tensor]:
         """Training / scoring forward on a processor batch.
 
         Returns {"logits": (B, S, V)} without labels (or with ``return_logits``), plus
@@ -290,28 +324,35 @@ class MusicLLM(ModelIOMixin, nn.Module):
         where the loss needs them (the shifted labelled positions), which saves the
         vocabulary matmul on every audio and prompt token.
 
+        ``music_captions`` (per sample, a target caption or None; the collator's
+        ``music_captions``) adds the music-output projector loss: "loss" becomes
+        ``lm_loss + music_output.loss_weight * generation_loss`` and both terms are returned
+        too (``mullm.outputs.bridge.MusicOutput.generation_loss``).
+
         Raises:
-            ValueError: a batch without any labelled token (when labels are given).
+            ValueError: a batch without any labelled token (when labels are given); captions
+                for a model without music output, or a captioned sample without output tokens.
         """
+        if music_captions is not None and any(music_captions) and "music" not in self.outputs:
+            raise ValueError("the batch carries music captions but the model has no "
+                             "music_output section")
         input_ids = input_ids.to(self.device)
         attention_mask = None if attention_mask is None else attention_mask.to(self.device)
-        position_ids = None
-        if attention_mask is not None:
-            # Left-padded rows (as in batched generation) keep positions that start at 0.
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        embeds, states = self.prepare_inputs_embeds(input_ids, media)
-        base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
-        with self.injection(states):
-            if labels is None or return_logits:
+        if labels is None or return_logits:
+            embeds, states = self.prepare_inputs_embeds(input_ids, media)
+            with self.injection(states):
                 out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask,
-                               position_ids=position_ids, use_cache=False)
-                result = {"logits": out.logits}
-                if labels is not None:
-                    result["loss"] = causal_loss(out.logits, labels.to(self.device))
-                return result
-            hidden = base.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask,
-                                        position_ids=position_ids,
-                                        use_cache=False).last_hidden_state
+                               position_ids=_position_ids(attention_mask), use_cache=False)
+            result = {"logits": out.logits}
+            if labels is not None:
+                result["loss"] = causal_loss(out.logits, labels.to(self.device))
+                if music_captions is not None and any(music_captions):
+                    hidden = self.last_hidden_state(input_ids, attention_mask, media)
+                    result = self._with_generation_loss(result, hidden, input_ids,
+                                                        music_captions)
+            return result
+        base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        hidden = self.last_hidden_state(input_ids, attention_mask, media)
         labels = labels.to(self.device)
         shift_labels = labels[:, 1:]
         sel = shift_labels != IGNORE_INDEX
@@ -323,7 +364,23 @@ class MusicLLM(ModelIOMixin, nn.Module):
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         loss = nn.functional.cross_entropy(logits.float(), shift_labels[sel], reduction="sum") / n
-        return {"loss": loss, "num_tokens": torch.tensor(n, device=loss.device)}
+        result = {"loss": loss, "num_tokens": torch.tensor(n, device=loss.device)}
+        if music_captions is not None and any(music_captions):
+            result = self._with_generation_loss(result, hidden, input_ids, music_captions)
+        elif "music" in self.outputs and torch.is_grad_enabled():
+            zero = self.outputs["music"].zero_loss()  # every trainable parameter takes part
+            result["loss"] = loss if zero is None else loss + zero
+        return result
+
+    def _with_generation_loss(self, result: dict[str, torch.Tensor], hidden: torch.Tensor,
+                              input_ids: torch.Tensor, captions: list[str | None]
+                              ) -> dict[str, torch.Tensor]:
+        gen = self.outputs["music"].generation_loss(hidden, input_ids, captions)
+        if gen is None:
+            return result
+        weight = self.config.music_output.loss_weight
+        return {**result, "loss": result["loss"] + weight * gen,
+                "lm_loss": result["loss"].detach(), "generation_loss": gen.detach()}
 
     # ------------------------------------------------------------------ generation
     def _generation_config(self, generation_config: Any, kwargs: dict[str, Any]
@@ -430,6 +487,20 @@ class MusicLLM(ModelIOMixin, nn.Module):
                 media[name] = list(value) if isinstance(value, (list, tuple)) else [value]
         return self.generate_text([messages], [media], **kwargs)[0]
 
+    def render_music(self, messages: list[dict], media: dict[str, list] | None = None,
+                     mode: str | None = None, duration_s: float | None = None,
+                     seed: int | None = None) -> list[GeneratedAudio]:
+        """The clips asked for by the output tokens in the last (assistant) message of
+        ``messages``, with ``media`` the conversation's items ({"audio": [...]}, in marker
+        order; an earlier ``GeneratedAudio`` may be one, for editing). ``mode`` is
+        "projector" or "text" (default ``music_output.mode``). Returns one clip per complete
+        run of output tokens, [] when the model has no music output or the reply none
+        (``mullm.outputs.render.render_music``)."""
+        from mullm.outputs.render import render_music
+
+        return render_music(self, messages, media, mode=mode, duration_s=duration_s,
+                            seed=seed)
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, source: str | Path | ModelConfig, overrides: list[str] | None = None,
@@ -448,6 +519,13 @@ class MusicLLM(ModelIOMixin, nn.Module):
         if Path(resolved).is_dir():
             return cls.from_pretrained(resolved, overrides, **kwargs)
         return cls(load_model_config(resolved, overrides))
+
+
+def _position_ids(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Positions counted over real tokens: left-padded rows (batched generation) start at 0."""
+    if attention_mask is None:
+        return None
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def causal_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,12 @@
 """The model directory: what ``MusicLLM`` saves and how it loads it back, strictly.
 
 A model directory (INTERFACES.md) holds ``config.yaml``, ``trainable.safetensors`` (every
-trained tensor that is not LoRA: adapters, gates, prefixes, new token rows; the whole LLM under
-``policy: full``), ``lora/`` in peft's own layout, ``processor/`` (tokenizer and media specs,
-loadable alone with ``MusicProcessor.from_pretrained``) and ``mullm.json`` (version, time,
-fingerprints). Loading checks every key and shape and the base weights' fingerprint: nothing
-is dropped silently.
+trained tensor that is not LoRA: adapters, gates, prefixes, new token rows, the music-output
+bridge's output-token rows and projector (``outputs.music.*``); the whole LLM under ``policy:
+full``), ``lora/`` in peft's own layout, ``processor/`` (tokenizer and media specs, loadable
+alone with ``MusicProcessor.from_pretrained``) and ``mullm.json`` (version, time,
+fingerprints). A music decoder is referenced by the config, never saved. Loading checks
+every key and shape and the base weights' fingerprint: nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mullm.errors import ModelLoadError
 TRAINABLE_FILE = "trainable.safetensors"
 PROCESSOR_DIR = "processor"
 # Submodules of MusicLLM whose every tensor is saved.
-OWN_PREFIXES = ("layer_selectors", "adapters", "output_norms", "injectors")
+OWN_PREFIXES = ("layer_selectors", "adapters", "output_norms", "injectors", "outputs")
 
 
 def config_hash(cfg: ModelConfig) -> str:
@@ -45,6 +46,27 @@ def check_model_dir(model_dir: str | Path) -> Path:
         if not (d / needed).is_file():
             raise ModelLoadError(f"{d}: not a mullm model directory ({needed} is missing)")
     return d
+
+
+def model_fingerprint(model: Any) -> str:
+    """Hash of what decides a model's outputs: the config, the base weights' fingerprint and
+    every trained tensor (adapters, gates, LoRA). 16 hex characters; batch jobs record it and
+    refuse to resume with another model."""
+    h = hashlib.sha256()
+    h.update(yaml.safe_dump(to_dict(model.config), sort_keys=True).encode())
+    h.update(str(model.base_fingerprint).encode())
+    state = model.trainable_state_dict()
+    for name, p in model.llm.named_parameters():
+        if "lora_" in name:
+            state[f"lora.{name}"] = p.detach().cpu()
+    for k in sorted(state):
+        t = state[k].contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        # Hash raw bytes (bf16 has no numpy dtype: view it as int16).
+        arr = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+        h.update(arr.tobytes())
+    return h.hexdigest()[:16]
 
 
 class ModelIOMixin:
@@ -238,4 +260,4 @@ class ModelIOMixin:
 
 
 __all__ = ["OWN_PREFIXES", "PROCESSOR_DIR", "TRAINABLE_FILE", "ModelIOMixin",
-           "check_model_dir", "config_hash"]
+           "check_model_dir", "config_hash", "model_fingerprint"]

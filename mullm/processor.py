@@ -125,7 +125,8 @@ class MusicProcessor(ProcessorMixin):
     def from_model_config(cls, config: Any, tokenizer: Any = None,
                           encoders: dict[str, Any] | None = None) -> MusicProcessor:
         """Build from a ``ModelConfig``: the LLM's tokenizer (loaded when not given), with a
-        special token added per spliced modality, and one ``MediaSpec`` per modality.
+        special token added per spliced modality (and, with a ``music_output`` section, the
+        output tokens ``[AUD0]..``), and one ``MediaSpec`` per modality.
 
         ``encoders`` are built encoders to read resolved rates from (the model passes its
         own); without them each encoder is built once to read them (cheap for the spectral
@@ -148,6 +149,13 @@ class MusicProcessor(ProcessorMixin):
         if new:
             tokenizer.add_special_tokens({"additional_special_tokens": new},
                                          replace_extra_special_tokens=False)
+        music = getattr(config, "music_output", None)
+        if music is not None:
+            # M2UGen's output tokens, after the placeholders: ordinary added tokens, so that
+            # decoded replies keep them (mullm.outputs.tokens).
+            from mullm.outputs.vocab import add_output_tokens
+
+            add_output_tokens(tokenizer, music.num_tokens)
         return cls(tokenizer, media=specs, system_prompt=config.system_prompt)
 
     # ------------------------------------------------------------------ media

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-_WORDS = (
-    "the music is a slow fast moderate major minor key tempo piano guitar strings brass "
-    "organ drums bass synth reed pipe ensemble waltz march chorale rock groove ballad folk "
-    "duple triple metre song track clip describe what instrument plays in this with and of "
-    "it sounds like bright dark happy sad calm energetic yes no C D E F G A B sharp flat "
-    "which family how many beats per minute question answer user assistant system "
+from mullm.outputs.decoders.standin import WORDS as _WORDS
+from mullm.outputs.decoders.standin import (  # noqa: F401 - test helpers live on here
+    corpus_text,
+    make_tiny_musicgen,
+    make_tiny_t5_tokenizer,
+    save_atomically,
 )
 
 
@@ -184,3 +184,142 @@ def tiny_media_item(encoder: torch.nn.Module, fraction: float = 1.0,
     if encoder.modality == "video":
         return torch.randn(int(encoder.sample_rate), 3, h, w, generator=gen)
     return torch.randn(3, h, w, generator=gen)
+
+
+# ------------------------------------------------------------------ music-output stand-ins
+
+
+def make_tiny_roberta_tokenizer(vocab_size: int = 400, max_length: int = 77) -> object:
+    """A RoBERTa (byte-level BPE) tokenizer trained in-process, as CLAP's text side uses."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import RobertaTokenizer
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size,
+                                  special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(corpus_text(), trainer=trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return RobertaTokenizer(vocab=model["vocab"], merges=merges, model_max_length=max_length)
+
+
+
+def make_tiny_audioldm2(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random diffusers ``AudioLDM2Pipeline`` (the sizes of diffusers' own fast
+    tests: 16 kHz vocoder, a 2-block UNet, 2-layer CLAP / T5 / GPT-2) with in-process
+    tokenizers to ``out_dir``, loadable with ``AudioLDM2Pipeline.from_pretrained``; return it.
+
+    Raises:
+        ImportError: diffusers is not installed (``pip install 'mullm[outputs]'``).
+    """
+    from diffusers import (
+        AudioLDM2Pipeline,
+        AudioLDM2ProjectionModel,
+        AudioLDM2UNet2DConditionModel,
+        AutoencoderKL,
+        DDIMScheduler,
+    )
+    from transformers import (
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapTextConfig,
+        GPT2Config,
+        GPT2LMHeadModel,
+        SpeechT5HifiGan,
+        SpeechT5HifiGanConfig,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    out_dir = Path(out_dir)
+    if (out_dir / "model_index.json").is_file():
+        return out_dir
+    roberta, t5_tok = make_tiny_roberta_tokenizer(), make_tiny_t5_tokenizer()
+    t5_tok.model_max_length = 77
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = AudioLDM2UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4,
+            out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=([None, 16, 32], [None, 16, 32]))
+        vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=1, out_channels=1,
+                            down_block_types=["DownEncoderBlock2D"] * 2,
+                            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4)
+        text = ClapTextConfig(hidden_size=16, intermediate_size=37, num_attention_heads=2,
+                              num_hidden_layers=2, vocab_size=len(roberta), projection_dim=16,
+                              bos_token_id=roberta.bos_token_id,
+                              eos_token_id=roberta.eos_token_id,
+                              pad_token_id=roberta.pad_token_id)
+        audio = ClapAudioConfig(spec_size=64, window_size=4, num_mel_bins=64,
+                                intermediate_size=37, depths=[2, 2], num_attention_heads=[2, 2],
+                                num_hidden_layers=2, hidden_size=192, projection_dim=16,
+                                patch_size=2, patch_stride=2, patch_embed_input_channels=4)
+        clap = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(),
+                                    projection_dim=16))
+        t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=32, d_ff=37, d_kv=8,
+                                     num_heads=2, num_layers=2))
+        gpt = GPT2LMHeadModel(GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=64,
+                                         n_ctx=99, n_positions=99, bos_token_id=0,
+                                         eos_token_id=0))
+        gpt.config.max_new_tokens = 8
+        proj = AudioLDM2ProjectionModel(text_encoder_dim=16, text_encoder_1_dim=32,
+                                        langauge_model_dim=16)
+        vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+            model_in_dim=8, sampling_rate=16000, upsample_initial_channel=16,
+            upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4], resblock_kernel_sizes=[3, 7],
+            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]], normalize_before=False))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False)
+    pipe = AudioLDM2Pipeline(vae=vae, text_encoder=clap, text_encoder_2=t5,
+                             projection_model=proj, language_model=gpt, tokenizer=roberta,
+                             tokenizer_2=t5_tok, feature_extractor=ClapFeatureExtractor(
+                                 feature_size=64, hop_length=7900),
+                             unet=unet, scheduler=scheduler, vocoder=vocoder)
+    save_atomically(out_dir, pipe.save_pretrained)
+    return out_dir
+
+
+def make_tiny_clap(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random transformers ``ClapModel`` (text and audio towers), its feature
+    extractor and a RoBERTa tokenizer to ``out_dir``, like an HF CLAP checkpoint; return it."""
+    from transformers import (
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapTextConfig,
+    )
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    tok = make_tiny_roberta_tokenizer()
+    text = ClapTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                          num_hidden_layers=1, vocab_size=len(tok), projection_dim=24,
+                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                          eos_token_id=tok.eos_token_id, max_position_embeddings=80)
+    audio = ClapAudioConfig(spec_size=64, num_mel_bins=16, patch_embeds_hidden_size=16,
+                            hidden_size=32, depths=[1, 1], num_attention_heads=[2, 4],
+                            window_size=4, projection_dim=24, num_classes=10)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(),
+                                     projection_dim=24)).eval()
+    fe = ClapFeatureExtractor(feature_size=16, max_length_s=1, truncation="rand_trunc",
+                              padding="repeatpad")
+
+    def write(d: Path) -> None:
+        model.save_pretrained(d)
+        fe.save_pretrained(d)
+        tok.save_pretrained(d)
+
+    save_atomically(out_dir, write)
+    return out_dir

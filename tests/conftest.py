@@ -45,3 +45,24 @@ def tiny_model_dict(llm_dir: Path | str, adapter: str = "mlp", injection: str = 
             "encoder": {"name": encoder, "layers": "all", "layer_reduce": "weighted"},
             "adapter": ad, "injection": inj}},
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_musicgen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random MusicGen (32 kHz, 50 frames/s, 4 codebooks) saved like a checkpoint."""
+    from mullm.testing import make_tiny_musicgen
+
+    return make_tiny_musicgen(tmp_path_factory.mktemp("musicgen") / "tiny-musicgen")
+
+
+def music_model_dict(llm_dir: Path | str, decoder_dir: Path | str, projector: str = "mlp",
+                     decoder: str = "musicgen", **decoder_kw: object) -> dict:
+    """``tiny_model_dict`` plus a music_output section: 4 output tokens, a small projector,
+    greedy decoding of 0.4 s clips (no sampling: outputs are deterministic)."""
+    proj = {"name": projector, "hidden_size": 32, "num_layers": 2, "num_heads": 4,
+            "num_encoder_layers": 1, "num_decoder_layers": 1}
+    dec = {"name": decoder, "checkpoint": str(decoder_dir), "condition_tokens": 6,
+           "duration_s": 0.4, "do_sample": False, "guidance_scale": 3.0,
+           "num_inference_steps": 2, "seed": 0, **decoder_kw}
+    return {**tiny_model_dict(llm_dir), "music_output": {"num_tokens": 4, "projector": proj,
+                                                         "decoder": dec}}

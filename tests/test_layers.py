@@ -4,10 +4,12 @@ Layers, lowest first (a module may import its own layer or lower ones):
 
 0. ``_version``, ``errors``, ``utils``: no knowledge of music models.
 1. ``config``, ``config_files``, ``audio`` (with ``audio_av``, ``audio_checks``), ``image``:
-   configs and checked media files.
+   configs and checked media files; ``outputs.config`` (the music-output config dataclasses,
+   kept beside their code but as plain as the rest of the configs).
 2. ``encoders``, ``adapters``, ``features``, ``injection``, ``llm``: the frozen and trainable
    parts, and the feature cache of encoder outputs.
-3. ``media``, ``processor``: inputs for a model, built without one.
+3. ``media``, ``processor``: inputs for a model, built without one; ``outputs.vocab`` (the
+   output tokens' names, which the processor adds to the vocabulary).
 4. ``model``, ``model_io``, ``outputs``: the assembled model and what it can produce.
 5. ``data``, ``eval``, ``streaming``: data sets and evaluation, on top of a model.
 6. ``train``, ``caption``, ``demo``, ``quickstart``: the jobs (and ``testing``,
@@ -26,9 +28,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mullm"
 LAYERS = [
     ["_version", "errors", "utils"],
-    ["config", "config_files", "audio", "audio_av", "audio_checks", "image"],
+    ["config", "config_files", "audio", "audio_av", "audio_checks", "image", "outputs.config"],
     ["encoders", "adapters", "features", "injection", "llm"],
-    ["media", "processor"],
+    ["media", "processor", "outputs.vocab"],
     ["model", "model_io", "outputs"],
     ["data", "eval", "streaming"],
     ["train", "caption", "demo", "quickstart", "testing", "testing_audio"],
@@ -74,11 +76,18 @@ def _imports(path: Path, known: set[str]) -> set[str]:
 
 
 def _layer(module: str) -> int:
-    top = module.split(".")[1] if "." in module else ""
+    """The layer of the longest entry of ``LAYERS`` that names ``module`` or a package of it
+    (``outputs.config`` before ``outputs``)."""
+    rel = module.split(".", 1)[1] if "." in module else ""
+    best = None
     for i, names in enumerate(LAYERS):
-        if top in names:
-            return i
-    raise AssertionError(f"{module}: not in any layer of tests/test_layers.py; add it")
+        for name in names:
+            if rel == name or rel.startswith(name + ".") or (name == "" and rel == ""):
+                if best is None or len(name) > best[1]:
+                    best = (i, len(name))
+    if best is None:
+        raise AssertionError(f"{module}: not in any layer of tests/test_layers.py; add it")
+    return best[0]
 
 
 def test_no_module_imports_a_higher_layer() -> None:

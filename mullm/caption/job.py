@@ -9,7 +9,6 @@ file are skipped; each new record is appended durably as it finishes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ from mullm.caption.records import (
 )
 from mullm.caption.settings import DEFAULT_PROMPT, CaptionJobError, CaptionSettings
 from mullm.errors import DataError, OutputError
+from mullm.model_io import model_fingerprint
 from mullm.utils.files import check_output_path
 from mullm.utils.locks import exclusive_lock
 
@@ -68,31 +68,6 @@ class CaptionStats:
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
-def model_fingerprint(model: MusicLLM) -> str:
-    """Hash of what decides the captions: the config, the base weights' fingerprint and
-    every trained tensor (adapters, gates, LoRA). 16 hex characters."""
-    import torch
-    import yaml
-
-    from mullm.config import to_dict
-
-    h = hashlib.sha256()
-    h.update(yaml.safe_dump(to_dict(model.config), sort_keys=True).encode())
-    h.update(str(model.base_fingerprint).encode())
-    state = model.trainable_state_dict()
-    for name, p in model.llm.named_parameters():
-        if "lora_" in name:
-            state[f"lora.{name}"] = p.detach().cpu()
-    for k in sorted(state):
-        t = state[k].contiguous()
-        h.update(k.encode())
-        h.update(str(tuple(t.shape)).encode())
-        # Hash raw bytes (bf16 has no numpy dtype: view it as int16).
-        arr = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
-        h.update(arr.tobytes())
-    return h.hexdigest()[:16]
 
 
 class _RecordSink:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 NAME = "augment"
-HELP = "Turn metadata.jsonl labels into conversations (templates | llm), augment audio " \
-       "(audio), or label a folder of unlabelled audio first (--mir)."
+HELP = "Turn metadata.jsonl labels into conversations (templates | llm | generation), " \
+       "augment audio (audio), or label a folder of unlabelled audio first (--mir)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="unlabelled audio folder: estimate key/mode/tempo with librosa first")
     parser.add_argument("--out", required=True,
                         help="conversation JSONL (audio mode: the new metadata.jsonl)")
-    parser.add_argument("--mode", choices=["templates", "llm", "audio"], default="templates")
+    parser.add_argument("--mode", choices=["templates", "llm", "audio", "generation"],
+                        default="templates",
+                        help="generation: music-generation and editing requests (task "
+                             "generate, with targets) for a music-output model; edits pair "
+                             "clips with their --mode audio copies")
+    parser.add_argument("--output-tokens", type=int, default=8,
+                        help="generation: [AUDi] tokens per reply (music_output.num_tokens)")
     parser.add_argument("--per-clip", type=int, default=4, help="template items per clip")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-closed", action="store_true",
@@ -68,7 +74,13 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps({"metadata": str(path), "clips": n, "errors": bad}))
         return 0 if n else 1
     rows, meta_dir = _rows(args, out)
-    if args.mode == "templates":
+    if args.mode == "generation":
+        from mullm.data.generation import generation_conversations
+
+        convs = generation_conversations(rows, meta_dir=meta_dir, out_dir=out.parent,
+                                         output_tokens=args.output_tokens, seed=args.seed)
+        bad = 0
+    elif args.mode == "templates":
         from mullm.data.templates import template_conversations
 
         convs = template_conversations(rows, meta_dir=meta_dir, out_dir=out.parent,

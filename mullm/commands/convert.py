@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 NAME = "convert"
-HELP = "Convert MusicCaps, MusicQA, MusicInstruct, LP-MusicCaps, Song Describer, LLark or " \
-       "MuChoMusic files to conversation JSONL."
+HELP = "Convert MusicCaps, MusicQA, MusicInstruct, LP-MusicCaps, Song Describer, LLark, " \
+       "MuChoMusic or M2UGen's MUCaps / MUEdit / MUImage files to conversation JSONL."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoding", default="utf-8",
                         help="the input's text encoding (default utf-8; a byte-order mark "
                              "always wins), e.g. cp1252 or latin-1")
+    parser.add_argument("--output-tokens", type=int, default=8,
+                        help="mucaps / muedit / muimage: [AUDi] tokens per reply (the model's "
+                             "music_output.num_tokens; M2UGen: 8)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -43,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         written, bad = convert(args.fmt, args.input, args.out, audio_root=args.audio_root,
                                audio_template=args.audio_template,
                                check_audio=not args.no_check_audio, skip_bad=args.skip_bad,
-                               encoding=args.encoding)
+                               encoding=args.encoding, output_tokens=args.output_tokens)
     except (MullmError, ValueError, OSError) as exc:
         print(f"mullm convert: error: {one_line(exc)}", file=sys.stderr)
         return 2

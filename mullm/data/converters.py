@@ -20,6 +20,16 @@ Formats (``FORMATS``) and the fields read, as the projects release them:
   prompt, answers, answer_orders, dataset, reasoning, knowledge, audio_path) or the released
   CSV (question, correct_answer, distractor_{1,2,3}_answer, dataset, dataset_identifier,
   genre, music_reasoning, music_knowledge).
+* ``mucaps`` (music generation, M2UGen's decoder stage): ``MUCapsCaptions.json``, an object
+  {audio file: caption}; the caption is the instruction (as M2UGen trains it), the reply is
+  the output tokens ``[AUD0]..``, and ``target`` holds the caption and the clip.
+* ``muedit`` / ``muimage`` (M2UGen's any-to-music instructions): a JSON list of
+  {input_file, output_file, conversation: [{from: human, value}, {from: gpt, value,
+  caption}]}; the input file is the clip to edit (``muedit``) or the image (``muimage``), the
+  reply is the gpt value plus the output tokens, ``target`` the gpt caption and output file.
+
+The generation formats write ``output_tokens`` tokens (M2UGen: 8; it must equal the model's
+``music_output.num_tokens``) and task ``generate``.
 
 Every row is validated; a bad row, whatever is wrong with it, raises ``DataError`` naming
 the file and line unless ``skip_bad``, which records it in ``errors.jsonl`` and goes on. A
@@ -42,6 +52,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -336,6 +347,68 @@ def _muchomusic(row: dict, tpl: str) -> list[dict]:
              "meta": {"dataset": row.get("dataset"), "genre": row.get("genre")}}]
 
 
+def _iter_caption_map(path: Path, encoding: str = "utf-8") -> Iterator[Record]:
+    """MUCaps' {audio file: caption} object as records {"file", "caption"}."""
+    try:
+        data = json.loads(read_text(path, encoding))
+    except json.JSONDecodeError as e:
+        yield e.lineno, DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})")
+        return
+    if not isinstance(data, dict):
+        yield 1, DataError(f"{path}: expected an object {{audio file: caption}}")
+        return
+    for i, (name, caption) in enumerate(data.items(), 1):
+        yield i, {"file": name, "caption": caption}
+
+
+def _aud(num_tokens: int) -> str:
+    from mullm.outputs.vocab import output_token_text
+
+    return output_token_text(num_tokens)
+
+
+def _mucaps(row: dict, tpl: str, output_tokens: int = 8) -> list[dict]:
+    name, caption = _need(row, "file", "caption")
+    if not isinstance(caption, str):
+        raise DataError(f"caption must be text, got {caption!r}")
+    audio = tpl.format(file=name)
+    return [{"id": f"mucaps-{Path(name).stem}", "audio": [], "images": [],
+             "turns": _turns((caption.strip(), _aud(output_tokens))), "task": "generate",
+             "split": None, "source": "mucaps",
+             "target": {"caption": caption.strip(), "audio": audio}}]
+
+
+def _any_to_music(row: dict, tpl: str, output_tokens: int, kind: str) -> list[dict]:
+    src, dst, conv = _need(row, "input_file", "output_file", "conversation")
+    if not isinstance(conv, list) or len(conv) < 2 or not all(isinstance(t, dict)
+                                                             for t in conv):
+        raise DataError("conversation must be a list of a human and a gpt turn")
+    human, gpt = conv[0], conv[-1]
+    question, answer, caption = human.get("value"), gpt.get("value"), gpt.get("caption")
+    for what, v in (("human value", question), ("gpt value", answer), ("gpt caption", caption)):
+        if not isinstance(v, str) or not v.strip():
+            raise DataError(f"the {what} must be non-empty text, got {v!r}")
+    marker = "<audio>" if kind == "muedit" else "<image>"
+    item = {"id": f"{kind}-{Path(src).stem}-{Path(dst).stem}", "audio": [], "images": [],
+            "turns": _turns((f"{marker}\n{question.strip()}",
+                             f"{answer.strip()} {_aud(output_tokens)}")),
+            "task": "generate", "split": None, "source": kind,
+            "target": {"caption": caption.strip(), "audio": tpl.format(file=dst)}}
+    item["audio" if kind == "muedit" else "images"] = [tpl.format(file=src)]
+    return [item]
+
+
+def _muedit(row: dict, tpl: str, output_tokens: int = 8) -> list[dict]:
+    return _any_to_music(row, tpl, output_tokens, "muedit")
+
+
+def _muimage(row: dict, tpl: str, output_tokens: int = 8) -> list[dict]:
+    return _any_to_music(row, tpl, output_tokens, "muimage")
+
+
+GENERATION_FORMATS = ("mucaps", "muedit", "muimage")
+
+
 # format -> (reader(path, encoding), row converter, default audio template)
 FORMATS: dict[str, tuple[Callable[[Path, str], Iterator[Record]], Callable, str]] = {
     "musiccaps": (_iter_csv, _musiccaps, "{ytid}.wav"),
@@ -346,6 +419,9 @@ FORMATS: dict[str, tuple[Callable[[Path, str], Iterator[Record]], Callable, str]
     "llark": (_iter_json, _llark, "{id}.wav"),
     "muchomusic": (lambda p, e: _iter_csv(p, e) if p.suffix.lower() == ".csv"
                    else _iter_json(p, None, e), _muchomusic, "{audio_path}"),
+    "mucaps": (_iter_caption_map, _mucaps, "{file}"),
+    "muedit": (_iter_json, _muedit, "{file}"),
+    "muimage": (_iter_json, _muimage, "{file}"),
 }
 
 
@@ -365,9 +441,14 @@ def _convert_row(row: object, conv_fn: Callable, tpl: str, root: Path, out_dir: 
         for k, t in enumerate(item["turns"]):
             if t["role"] == "assistant" and not str(t["content"]).strip():
                 raise DataError(f"turn {k} (the answer) is blank")
-        resolved = [p if os.path.isabs(p) else str(root / p) for p in item["audio"]]
-        item["audio"] = [os.path.relpath(os.path.abspath(p), os.path.abspath(out_dir))
-                         for p in resolved]
+        def rel(p: str) -> str:
+            p = p if os.path.isabs(p) else str(root / p)
+            return os.path.relpath(os.path.abspath(p), os.path.abspath(out_dir))
+
+        item["audio"] = [rel(p) for p in item["audio"]]
+        item["images"] = [rel(p) for p in item.get("images", [])]
+        if item.get("target", {}).get("audio"):
+            item["target"]["audio"] = rel(item["target"]["audio"])
         convs.append(validate_conversation(item, base_dir=out_dir, where=where,
                                            check_files=check_audio))
     return convs
@@ -377,11 +458,13 @@ def convert(fmt: str, inp: str | os.PathLike, out: str | os.PathLike, *,
             audio_root: str | os.PathLike | None = None, audio_template: str | None = None,
             check_audio: bool = True, skip_bad: bool = False,
             errors_path: str | os.PathLike | None = None,
-            encoding: str = "utf-8") -> tuple[int, int]:
+            encoding: str = "utf-8", output_tokens: int = 8) -> tuple[int, int]:
     """Convert ``inp`` in ``fmt`` to a conversation JSONL at ``out``; returns (written, bad).
 
-    Audio paths are ``audio_root / audio_template.format(row fields)`` (``audio_root``
-    defaults to the input's folder) and are written relative to ``out``'s folder. ``out``
+    Audio paths (and image paths, and a generation target's audio) are ``audio_root /
+    audio_template.format(row fields)`` (``audio_root`` defaults to the input's folder) and
+    are written relative to ``out``'s folder. ``output_tokens`` is the number of ``[AUDi]``
+    tokens the generation formats write. ``out``
     is written atomically: a stopped conversion leaves no partial file and no temporary
     file. With ``skip_bad`` each bad row goes to ``errors_path`` (default: ``errors.jsonl``
     beside ``out``) as ``{"input": "file:line", "error": ...}``.
@@ -401,6 +484,8 @@ def convert(fmt: str, inp: str | os.PathLike, out: str | os.PathLike, *,
     encoding = check_encoding(encoding)
     check_output_path(out, error=OutputError)
     reader, conv_fn, default_tpl = FORMATS[fmt]
+    if fmt in GENERATION_FORMATS:
+        conv_fn = functools.partial(conv_fn, output_tokens=output_tokens)
     tpl = audio_template or default_tpl
     root = Path(audio_root) if audio_root is not None else inp.parent
     out_dir = out.parent

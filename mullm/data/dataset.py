@@ -72,7 +72,11 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __init__(self, sources: Sequence[Source] | Sequence[str | Path] | str | Path,
                  media: dict[str, MediaSpec], *, skip_bad: bool = False,
                  errors_path: str | Path | None = None, feature_cache: str | None = None,
-                 encoder: Any = None) -> None:
+                 encoder: Any = None,
+                 task_prefixes: tuple[str | None, str | None] | None = None) -> None:
+        """``task_prefixes`` = (generation, understanding): text put before the first user
+        message of ``generate`` conversations and of all others (a model config's
+        ``music_output.generation_prefix`` / ``understanding_prefix``)."""
         from mullm.data.schema import read_conversations
 
         if isinstance(sources, (str, Path)):
@@ -120,6 +124,7 @@ class ConversationDataset(torch.utils.data.Dataset):
                 if key is not None:
                     self.cache_keys[str(path)] = key
         self._lengths: list[int] | None = None
+        self.task_prefixes = task_prefixes
 
     def _cached_or_present(self, path: Path) -> bool:
         return path.is_file() or self.cache.knows_path(path)
@@ -157,8 +162,15 @@ class ConversationDataset(torch.utils.data.Dataset):
             raise DataError(f"conversation {conv.id!r} (source {src}): {exc}") from exc
         if conv.images:
             media["image"] = [str(p) for p in conv.image_paths()]
-        return {"index": index, "id": conv.id, "messages": [dict(t) for t in conv.turns],
-                "media": media}
+        messages = [dict(t) for t in conv.turns]
+        if self.task_prefixes is not None:
+            from mullm.outputs.vocab import apply_task_prefix
+
+            generation, understanding = self.task_prefixes
+            messages = apply_task_prefix(messages, generation if conv.task == "generate"
+                                         else understanding)
+        return {"index": index, "id": conv.id, "messages": messages, "media": media,
+                "music_caption": conv.target["caption"] if conv.target else None}
 
     def lengths(self, model: MusicLLM) -> list[int]:
         """Estimated token count per sample (text tokens + media tokens from file headers),
@@ -195,7 +207,9 @@ class Collator:
     """Samples -> a training batch via a ``MusicProcessor`` (no model: it pickles to the size
     of the tokenizer). Beside the model inputs the batch has ``ids`` and ``indices`` of the
     samples it holds, ``truncated_label_tokens`` (answer tokens ``max_length`` cut) and
-    ``dropped_ids`` (samples left out because the cut took their whole answer)."""
+    ``dropped_ids`` (samples left out because the cut took their whole answer); when a sample
+    has a music target, ``music_captions`` (one caption or None per sample, for the model's
+    music-output loss)."""
 
     def __init__(self, processor: Any, max_length: int | None = None) -> None:
         self.processor = processor
@@ -210,6 +224,9 @@ class Collator:
         batch["indices"] = torch.tensor([s["index"] for s in kept], dtype=torch.long)
         batch["truncated_label_tokens"] = out.truncated_label_tokens
         batch["dropped_ids"] = [samples[i]["id"] for i in out.dropped]
+        captions = [s.get("music_caption") for s in kept]
+        if any(captions):
+            batch["music_captions"] = captions
         return batch
 
 

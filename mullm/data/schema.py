@@ -9,8 +9,11 @@ One JSON object per line::
 
 Multiple choice adds ``choices`` (list of strings), ``answer`` (index) and ``dimensions``.
 ``meta`` (an object) is optional provenance that training ignores (the model that wrote an
-LLM-augmented item, the attribute a template asked about, ...). Any other field is an error,
-so a typo never silently drops data.
+LLM-augmented item, the attribute a template asked about, ...). A ``generate`` item (music
+output) may carry ``target``: ``{"caption": "...", "audio": "path"}``, the music its last reply
+stands for; the caption is what the output projector is trained to match (through the music
+decoder's own text encoder), the optional audio the reference clip (an edit's result, or the
+clip the caption describes). Any other field is an error, so a typo never silently drops data.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ ROLES = ("system", "user", "assistant")
 AUDIO_MARKER = "<audio>"
 IMAGE_MARKER = "<image>"
 FIELDS = ("id", "audio", "images", "turns", "task", "split", "source", "choices", "answer",
-          "dimensions", "meta")
+          "dimensions", "meta", "target")
 REQUIRED = ("id", "turns", "task")
 
 
@@ -51,6 +54,7 @@ class Conversation:
     answer: int | None = None
     dimensions: list[str] | None = None
     meta: dict | None = None
+    target: dict | None = None
     base_dir: Path | None = field(default=None, compare=False, repr=False)
 
     def resolve(self, p: str) -> Path:
@@ -71,7 +75,7 @@ class Conversation:
         d: dict = {"id": self.id, "audio": list(self.audio), "images": list(self.images),
                    "turns": [dict(t) for t in self.turns], "task": self.task,
                    "split": self.split, "source": self.source}
-        for k in ("choices", "answer", "dimensions", "meta"):
+        for k in ("choices", "answer", "dimensions", "meta", "target"):
             v = getattr(self, k)
             if v is not None:
                 d[k] = v
@@ -169,17 +173,28 @@ def validate_conversation(obj: object, *, base_dir: str | os.PathLike | None = N
     meta = obj.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise _fail(where, f"meta must be an object, got {meta!r}")
+    target = obj.get("target")
+    if target is not None:
+        if task != "generate":
+            raise _fail(where, f"target is only for task 'generate' (music output), not {task!r}")
+        if not isinstance(target, dict) or not set(target) <= {"caption", "audio"} or not (
+                isinstance(target.get("caption"), str) and target["caption"].strip()):
+            raise _fail(where, "target must be {\"caption\": non-empty text, \"audio\": optional "
+                        f"path}}, got {target!r}")
+        if "audio" in target and not (isinstance(target["audio"], str) and target["audio"]):
+            raise _fail(where, f"target.audio must be a path, got {target['audio']!r}")
     conv = Conversation(id=cid, turns=[dict(t) for t in turns], task=task, audio=media["audio"],
                         images=media["images"], split=obj.get("split"),
                         source=obj.get("source"), choices=choices, answer=answer,
-                        dimensions=dims, meta=meta,
+                        dimensions=dims, meta=meta, target=target,
                         base_dir=Path(base_dir) if base_dir is not None else None)
     if check_files:
         exists = audio_exists or Path.is_file
         for p in conv.audio_paths():
             if not exists(p):
                 raise _fail(where, f"media file {p} does not exist")
-        for p in conv.image_paths():
+        extra = [conv.resolve(target["audio"])] if target and "audio" in target else []
+        for p in conv.image_paths() + extra:
             if not p.is_file():
                 raise _fail(where, f"media file {p} does not exist")
     return conv

@@ -371,6 +371,41 @@ class HFClapEncoder(_ClapBase):
         embeds = F.normalize(self.model.audio_projection(out.pooler_output), dim=-1)
         return frames, embeds
 
+    @torch.no_grad()
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised CLAP text embeddings (B, embed_dim) from the same checkpoint's text
+        tower and tokenizer (loaded on first use), in the space of ``pooled``: their dot
+        product with a clip's embedding is its CLAP score for the text.
+
+        Raises:
+            ModelLoadError: random-weight encoders (``options.audio_config``) have no text
+                tower; a checkpoint without one, or not there.
+        """
+        if "audio_config" in self.config.options:
+            raise ModelLoadError("CLAP text embeddings need a CLAP checkpoint with its text "
+                                 "tower (encoder.checkpoint), not options.audio_config")
+        if "_text" not in self.__dict__:  # a plain attribute: not part of the encoder's state
+            from transformers import AutoTokenizer, ClapTextModelWithProjection
+
+            source = self.config.checkpoint or self.DEFAULT_CHECKPOINT
+            kw = dict(cache_dir=self.config.cache_dir, revision=self.config.options.get(
+                "revision"))
+            try:
+                model, info = ClapTextModelWithProjection.from_pretrained(
+                    source, output_loading_info=True, **kw)
+                tok = AutoTokenizer.from_pretrained(source, **kw)
+            except OSError as exc:
+                raise missing_weights_error("CLAP text tower", source) from exc
+            if info["missing_keys"]:
+                raise ModelLoadError(f"{source}: CLAP text weights incomplete: missing "
+                                     f"{sorted(info['missing_keys'])[:6]}")
+            device = next(self.model.parameters()).device
+            self.__dict__["_text"] = (model.to(device).eval().requires_grad_(False), tok)
+        model, tok = self.__dict__["_text"]
+        device = next(model.parameters()).device
+        enc = tok(list(texts), padding=True, truncation=True, return_tensors="pt").to(device)
+        return F.normalize(model(**enc).text_embeds.float(), dim=-1)
+
 
 __all__ = ["HFClapEncoder", "LaionClapEncoder", "check_text_tokenizer",
            "load_laion_clap_tokenizer", "load_weights_file"]

@@ -12,11 +12,8 @@ the optimizer, scheduler, RNG states and data position.
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import json
 import math
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -36,6 +33,7 @@ from mullm.data.dataset import (
     sequential_batches,
 )
 from mullm.errors import ConfigError, DataError, MullmError, OutputError
+from mullm.outputs.vocab import task_prefixes
 from mullm.processor import MusicProcessor
 from mullm.train import checkpoint as ckpt
 from mullm.train import distributed as D
@@ -47,6 +45,14 @@ from mullm.train.config import (
     resume_fingerprint,
 )
 from mullm.train.metrics import MetricsLogger
+from mullm.train.optim import (
+    autocast_for,
+    build_optimizer,
+    build_scheduler,
+    clear_previous_run,
+    select_groups,
+    set_trainable,
+)
 from mullm.utils.files import check_output_path
 
 
@@ -57,106 +63,19 @@ class TrainingError(MullmError, RuntimeError):
 # ------------------------------------------------------------------------------ helpers
 
 
-def select_groups(groups: dict[str, list[nn.Parameter]], patterns: list[str], stage: str
-                  ) -> dict[str, list[nn.Parameter]]:
-    """The parameter groups a stage trains; every pattern must match a non-empty group."""
-    chosen: dict[str, list[nn.Parameter]] = {}
-    for pat in patterns:
-        hits = [g for g in groups if fnmatch.fnmatchcase(g, pat)]
-        # "adapter.*"-style wildcards may legitimately match nothing (no injector, say).
-        if not hits and not any(ch in pat for ch in "*?["):
-            raise ConfigError(
-                f"stages.{stage}.trainable: {pat!r} is not a group of this model; it has "
-                f"{sorted(groups)} (LoRA exists only with llm.policy=lora, 'llm' only with "
-                f"llm.policy=full)"
-            )
-        for g in hits:
-            chosen[g] = groups[g]
-    n = sum(p.numel() for ps in chosen.values() for p in ps)
-    if n == 0:
-        raise ConfigError(
-            f"stages.{stage}: trainable={patterns} selects no parameters (the model's groups "
-            f"are {sorted(k for k, v in groups.items() if v)}); the stage would train nothing"
-        )
-    return chosen
-
-
-def set_trainable(model: nn.Module, chosen: dict[str, list[nn.Parameter]]) -> int:
-    """Freeze everything, unfreeze the chosen groups; return the trainable count."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    ids = set()
-    for ps in chosen.values():
-        for p in ps:
-            p.requires_grad_(True)
-            ids.add(id(p))
-    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    expected = sum(p.numel() for ps in chosen.values() for p in ps if id(p) in ids)
-    assert n == expected, (n, expected)  # the policy is explicit: nothing else may train
-    return n
-
-
-def build_optimizer(chosen: dict[str, list[nn.Parameter]], stage: StageConfig
-                    ) -> torch.optim.AdamW:
-    """AdamW with one parameter group per (model group, decay/no-decay)."""
-    param_groups = []
-    for name, params in chosen.items():
-        lr = stage.lr
-        for pat, value in stage.lr_groups.items():
-            if fnmatch.fnmatchcase(name, pat):
-                lr = value
-        # No weight decay on vectors (biases, norms, gates, layer weights), as usual.
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        for ps, wd, tag in ((decay, stage.weight_decay, ""), (no_decay, 0.0, ".no_decay")):
-            if ps:
-                param_groups.append({"params": ps, "lr": lr, "weight_decay": wd,
-                                     "name": name + tag})
-    return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig
-                    ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The stage's LR schedule: transformers' warmup + cosine to ``lr * min_lr_ratio``.
-
-    Per step ``s`` of ``T = stage.steps`` with ``W = stage.warmup_steps``, the multiplier is
-    ``(s + 1) / W`` while ``s < W`` (the first step already learns), then the half cosine
-    from 1 to ``min_lr_ratio`` with progress ``(s - W + 1) / (T - W)``, so the last step runs
-    at exactly the minimum. (mullm's own schedule before used ``(s - W) / (T - W)``: the same
-    curve one step later, never reaching the minimum; see docs/training.md.) A LambdaLR, so
-    its state dict (the step count) resumes exactly.
-    """
-    from transformers import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
-
-    return get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
-        optimizer, num_warmup_steps=stage.warmup_steps, num_training_steps=stage.steps,
-        min_lr_rate=stage.min_lr_ratio)
-
-
-def autocast_for(precision: str, device: torch.device) -> tuple[Any, torch.dtype | None]:
-    """(autocast context factory, dtype) for the precision setting; fp32 on CPU by default."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
-    if precision == "fp32":
-        return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return (lambda: torch.autocast(device.type, dtype=dtype)), dtype
-
-
 def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    # Music-output targets, when the batch has any: the model adds the projector loss.
     return {"input_ids": batch["input_ids"].to(device),
             "attention_mask": batch["attention_mask"].to(device),
             "labels": batch["labels"].to(device),
-            "media": {k: v.to(device) for k, v in batch["media"].items()}}
+            "media": {k: v.to(device) for k, v in batch["media"].items()},
+            **({"music_captions": batch["music_captions"]} if "music_captions" in batch else {})}
 
 
 def _new_window() -> dict[str, Any]:
     """Running sums between two log records."""
     return {"loss": 0.0, "tokens": 0, "samples": 0, "seq_tokens": 0, "steps": 0,
-            "truncated": 0, "dropped": 0, "t0": time.perf_counter()}
+            "truncated": 0, "dropped": 0, "generation_loss": [], "t0": time.perf_counter()}
 
 
 def _count_labels(batch: dict[str, Any]) -> int:
@@ -199,7 +118,7 @@ class Trainer:
                 "use train.distributed=ddp (QLoRA already fits the base on one device)")
         self.model = model if model is not None else MusicLLM(cfg.model)
         if cfg.model.llm.quantization != "none":  # bitsandbytes placed the LLM
-            for name in ("encoders", "layer_selectors", "adapters", "injectors"):
+            for name in ("encoders", "layer_selectors", "adapters", "injectors", "outputs"):
                 getattr(self.model, name).to(self.dist.device)
         elif self.dist.mode != "fsdp":  # fully_shard places each rank's shard itself
             self.model.to(self.dist.device)
@@ -218,17 +137,20 @@ class Trainer:
         enc = self.model.encoders["audio"] if "audio" in self.model.encoders else None
         errors = self.run_dir / "errors.jsonl"
         names = list(cfg.data.train)
+        prefixes = task_prefixes(cfg.model.music_output)
         self.train_data = ConversationDataset(
             [Source(s.path, s.weight, s.split, s.tasks, s.max_samples)
              for s in cfg.data.train.values()], specs, skip_bad=cfg.data.skip_bad,
-            errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc)
+            errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc,
+            task_prefixes=prefixes)
         self.source_names = names
         self.eval_data = None
         if cfg.data.eval:
             self.eval_data = ConversationDataset(
                 [Source(s.path, s.weight, s.split, s.tasks, s.max_samples)
                  for s in cfg.data.eval.values()], specs, skip_bad=cfg.data.skip_bad,
-                errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc)
+                errors_path=errors, feature_cache=cfg.data.feature_cache, encoder=enc,
+                task_prefixes=prefixes)
         self.collate = Collator(MusicProcessor.from_pretrained(self.run_dir / "processor"),
                                 cfg.data.max_length)
         self.lengths = self.train_data.lengths(self.model) if cfg.data.group_by_length else None
@@ -312,7 +234,7 @@ class Trainer:
         was = model.training
         model.eval()
         t = self.cfg.train
-        total, count = 0.0, 0
+        total, count, gen = 0.0, 0, []
         try:
             for idx in sequential_batches(len(self.eval_data), t.batch_size)[: t.eval_batches]:
                 batch = self.collate([self.eval_data[i] for i in idx])
@@ -320,8 +242,10 @@ class Trainer:
                     continue
                 with self.autocast():
                     out = model(**_move(batch, self.dist.device))
-                total += float(out["loss"]) * int(out["num_tokens"])
+                # eval_loss stays the LM loss, comparable with models without music output.
+                total += float(out.get("lm_loss", out["loss"])) * int(out["num_tokens"])
                 count += int(out["num_tokens"])
+                gen += [float(out["generation_loss"])] if "generation_loss" in out else []
             samples = []
             for i in range(min(t.eval_samples, len(self.eval_data))):
                 item = self.eval_data[i]
@@ -335,13 +259,14 @@ class Trainer:
         finally:
             model.train(was)
         result = {"eval_loss": total / count if count else float("nan"), "samples": samples}
-        return result
+        return result | ({"eval_generation_loss": sum(gen) / len(gen)} if gen else {})
 
     def _log_eval(self, result: dict[str, Any], stage: str) -> None:
         if not result or not self.main:
             return
         rec = {"kind": "eval", "step": self.global_step, "stage": stage,
                "eval_loss": result["eval_loss"]}
+        rec.update({k: v for k, v in result.items() if k == "eval_generation_loss"})
         self.logger.log(rec)
         with open(self.run_dir / "samples.jsonl", "a") as f:
             for s in result["samples"]:
@@ -463,6 +388,8 @@ class Trainer:
                         else:
                             out = model(**_move(b, self.dist.device))
                             part = out["loss"].float() * out["num_tokens"]
+                            window["generation_loss"] += [float(out["generation_loss"])] \
+                                if "generation_loss" in out else []
                         self._check_finite(part, b, name)
                         scaled = part * (self.dist.world_size / step_tokens)
                         if scaler is not None:
@@ -516,6 +443,8 @@ class Trainer:
                            "truncated_label_tokens": window["truncated"],
                            "dropped_samples": window["dropped"],
                            **{f"lr/{k}": v for k, v in lrs.items()}}
+                    if gl := window["generation_loss"]:  # this rank's mean projector loss
+                        rec["generation_loss"] = sum(gl) / len(gl)
                     self.logger.log(rec)
                     if bar is not None:
                         bar.set_postfix(loss=f"{rec['loss']:.4f}",
@@ -573,31 +502,3 @@ def train(config: str | Path | TrainConfig | dict, overrides: list[str] | None =
     """Load a training config (path, data or TrainConfig), train it, return the model dir."""
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
     return Trainer(cfg, resume=resume, overwrite=overwrite).fit()
-
-
-RUN_ARTIFACTS = ("metrics.jsonl", "samples.jsonl", "curves.png", "latest_checkpoint",
-                 "model", "tensorboard", "config.yaml", "processor")
-
-
-def clear_previous_run(run_dir: Path, overwrite: bool) -> None:
-    """Refuse (or, with ``overwrite``, delete) an earlier run's files in ``run_dir``.
-
-    A new run appending to an old ``metrics.jsonl`` and rotating old checkpoints would mix two
-    runs' curves and weights without a word.
-    """
-    found = sorted(p.name for p in run_dir.glob("checkpoint-*")) + \
-        [n for n in ("metrics.jsonl", "model") if (run_dir / n).exists()]
-    if not found:
-        return
-    if not overwrite:
-        raise ConfigError(
-            f"output_dir {run_dir} already holds a run ({', '.join(found[:4])}); continue it "
-            f"with --resume {run_dir}, choose another output_dir, or pass --overwrite to "
-            "delete it")
-    # Every process of a torchrun job gets here before the process group exists, so several
-    # may delete the same files at once: a file another rank removed first is not an error.
-    for p in list(run_dir.glob("checkpoint-*")) + [run_dir / n for n in RUN_ARTIFACTS]:
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
