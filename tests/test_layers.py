@@ -9,7 +9,7 @@ Layers, lowest first (a module may import its own layer or lower ones):
 3. ``media``, ``processor``: inputs for a model, built without one.
 4. ``model``, ``model_io``, ``outputs``: the assembled model and what it can produce.
 5. ``data``, ``eval``, ``streaming``: data sets and evaluation, on top of a model.
-6. ``train``, ``caption``, ``demo``, ``quickstart``: the jobs.
+6. ``train``, ``caption``, ``eval_job``, ``demo``, ``quickstart``: the jobs.
 7. ``commands``, ``cli`` and the package root: entry points.
 
 Imports inside ``if TYPE_CHECKING:`` are annotations only and do not count; imports inside
@@ -29,7 +29,7 @@ LAYERS = [
     ["media", "processor"],
     ["model", "model_io", "outputs"],
     ["data", "eval", "streaming"],
-    ["train", "caption", "demo", "quickstart", "testing"],
+    ["train", "caption", "demo", "quickstart", "testing", "eval_job"],
     ["commands", "cli", ""],
 ]
 MAX_LINES = 600

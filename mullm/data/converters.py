@@ -345,3 +345,9 @@ def convert(fmt: str, inp: str | os.PathLike, out: str | os.PathLike, *,
                 f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
                 written += 1
     return written, bad
+
+
+# Public names of the line-numbered readers, for other readers of published formats
+# (mullm.eval.mcq_items).
+iter_csv_records = _iter_csv
+iter_json_records = _iter_json
