@@ -49,6 +49,7 @@ Record = tuple[int, dict]  # (line number, row)
 def _iter_csv(path: Path) -> Iterator[Record]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
+        _ = reader.fieldnames  # read the header now, so the first row is line 2, not 1
         line = reader.line_num + 1
         for row in reader:
             yield line, row

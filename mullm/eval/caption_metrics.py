@@ -60,8 +60,12 @@ def tokenize(texts: dict[str, list[str]]) -> dict[str, list[str]]:
                            "(Debian: default-jre-headless)") from exc
 
 
+_METEOR: Any = None  # one METEOR process (a JVM with its paraphrase table) per Python process
+
+
 def coco_metrics(candidates: dict[str, str], references: dict[str, list[str]], *,
-                 spice: bool = True) -> tuple[dict[str, float], dict[str, str]]:
+                 spice: bool = True, meteor: bool = True
+                 ) -> tuple[dict[str, float], dict[str, str]]:
     """Corpus BLEU-1..4, METEOR, ROUGE-L (F1 and COCO's beta 1.2), CIDEr and (when it can
     run) SPICE on PTB-tokenised words.
 
@@ -69,6 +73,7 @@ def coco_metrics(candidates: dict[str, str], references: dict[str, list[str]], *
         candidates: ``{id: generated text}``.
         references: ``{id: [reference texts]}`` (one or more each).
         spice: try SPICE when its jars are present.
+        meteor: compute METEOR (starting its Java process once, then reusing it).
 
     Returns:
         ``(scores, missing)``: metric -> value in [0, 1] (CIDEr in [0, 10]), and metric ->
@@ -96,11 +101,15 @@ def coco_metrics(candidates: dict[str, str], references: dict[str, list[str]], *
     rouge.beta = 1.0  # F1: precision and recall weighted equally
     scores["rouge_l"] = float(rouge.compute_score(gts, res)[0])
     scores["cider"] = float(Cider().compute_score(gts, res)[0])
+    global _METEOR
     try:
-        from pycocoevalcap.meteor.meteor import Meteor
+        if meteor:
+            from pycocoevalcap.meteor.meteor import Meteor
 
-        scores["meteor"] = float(Meteor().compute_score(gts, res)[0])
+            _METEOR = _METEOR or Meteor()
+            scores["meteor"] = float(_METEOR.compute_score(gts, res)[0])
     except (OSError, ValueError) as exc:
+        _METEOR = None
         missing["meteor"] = f"METEOR (Java) failed: {exc}"
     if spice:
         why = spice_unavailable()
