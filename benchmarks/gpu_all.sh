@@ -23,3 +23,5 @@ run 200 "Llama-7B-shaped generate: plain vs static cache + compile, batch 1 and 
   $PY benchmarks/gpu_generate.py
 run 200 "Training step: MERT-330M + Llama-7B LoRA r16 bf16 batch 8, MFU, QLoRA memory" \
   $PY benchmarks/train_throughput.py --gpu
+run 90 "Eval speed: one multiple-choice question at a time vs batched (batch 64), identical answers" \
+  $PY benchmarks/eval_speed.py --device cuda --items 256 --batch-size 64 --rounds 1

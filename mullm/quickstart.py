@@ -86,7 +86,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", tiny: bool = False,
     """Build data, train, evaluate, caption; returns the summary (also in OUT/summary.json)."""
     from mullm.config import resolve_config_path
     from mullm.data.corpus import build_corpus
-    from mullm.eval.closed import closed_items, evaluate_closed, format_table
+    from mullm.eval.closed import closed_items
+    from mullm.eval.closed_suite import evaluate_closed_suite, format_suite_table
     from mullm.model import MusicLLM
     from mullm.train.config import load_train_config
     from mullm.train.trainer import train
@@ -126,19 +127,20 @@ def run_quickstart(out: str | Path = "runs/quickstart", tiny: bool = False,
     model_dir = train(cfg, overwrite=True)  # OUT/run is the quickstart's own folder
     times["train_s"] = time.perf_counter() - t1
 
-    _log("3/4 closed questions on held-out clips (and the same clips as noise)")
+    _log("3/4 closed questions on held-out clips (and as noise, another clip, no audio)")
     t2 = time.perf_counter()
     model = MusicLLM.load(model_dir)
     split = _eval_split(meta)
     items = closed_items(meta, split=split, max_clips=size["eval_clips"])
-    result = evaluate_closed(model, items, noise_control=True, progress=progress)
+    # The evaluation suite: batched, with the audio-ablation controls beside the real run.
+    result = evaluate_closed_suite(model, items, progress=progress)
     times["eval_s"] = time.perf_counter() - t2
-    table = format_table(result)
+    table = format_suite_table(result)
     print(f"\nWhat the model learned ({len({i.clip for i in items})} held-out clips, split "
           f"{split!r}; accuracy of the best-scoring allowed answer):\n{table}\n"
           "model = trained model on the clip; noise = same model, clip replaced by noise of "
-          "the same loudness;\nuniform = 1 / number of choices; majority = always the most "
-          "common answer.\n")
+          "the same loudness;\nother = another clip's audio; none = no audio; uniform = 1 / "
+          "number of choices; majority = always the most common answer.\n")
 
     _log("4/4 captions through the Python API (model.chat)")
     t3 = time.perf_counter()

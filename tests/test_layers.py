@@ -12,7 +12,7 @@ Layers, lowest first (a module may import its own layer or lower ones):
    output tokens' names, which the processor adds to the vocabulary).
 4. ``model``, ``model_io``, ``outputs``: the assembled model and what it can produce.
 5. ``data``, ``eval``, ``streaming``: data sets and evaluation, on top of a model.
-6. ``train``, ``caption``, ``demo``, ``quickstart``: the jobs (and ``testing``,
+6. ``train``, ``caption``, ``eval_job``, ``demo``, ``quickstart``: the jobs (and ``testing``,
    ``testing_audio``: tiny stand-ins for tests and benchmarks).
 7. ``commands``, ``cli`` and the package root: entry points.
 
@@ -33,7 +33,7 @@ LAYERS = [
     ["media", "processor", "outputs.vocab"],
     ["model", "model_io", "outputs"],
     ["data", "eval", "streaming"],
-    ["train", "caption", "demo", "quickstart", "testing", "testing_audio"],
+    ["train", "caption", "eval_job", "demo", "quickstart", "testing", "testing_audio"],
     ["commands", "cli", ""],
 ]
 MAX_LINES = 600

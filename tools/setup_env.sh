@@ -13,6 +13,11 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   fi
   # Debian's Chromium: tests/test_demo_browser.py drives it with Playwright for Python
   # (executable_path=/usr/bin/chromium; Playwright's own browser download is not reachable).
+  # Java for pycocoevalcap (METEOR, SPICE, the PTB tokenizer) in `mullm eval`.
+  if ! dpkg -s default-jre-headless >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null
+  fi
   if ! dpkg -s chromium >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

@@ -521,3 +521,9 @@ def _unique(cid: str, seen: set[str]) -> str:
         out = f"{cid}-{n}"
     seen.add(out)
     return out
+
+
+# Public names of the line-numbered readers, for other readers of published formats
+# (mullm.eval.mcq_items).
+iter_csv_records = _iter_csv
+iter_json_records = _iter_json
