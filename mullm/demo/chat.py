@@ -32,6 +32,7 @@ from mullm.demo.music import MusicHook, check_clips
 from mullm.demo.session import ChatSession, GeneratedClip, Turn
 from mullm.demo.settings import DemoConfig, TurnSettings
 from mullm.errors import MullmError
+from mullm.outputs.vocab import strip_output_tokens
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
@@ -250,7 +251,7 @@ class ChatEngine:
                                      stopping_criteria=stop_criterion(session.stop),
                                      **settings.generate_kwargs()):
                 pieces.append(piece)
-                msg["content"] = "".join(pieces)
+                msg["content"] = strip_output_tokens("".join(pieces))
                 yield CHAT
         except (MullmError, ValueError) as exc:
             session.display.remove(msg)
@@ -274,7 +275,12 @@ class ChatEngine:
                          "Send it again to get an answer.", title="Stopped")
             yield CHAT
             return
-        msg["content"] = turn.reply or "(the model gave an empty reply)"
+        # The output tokens stay in the history (they are what render_music reads, and the
+        # export keeps them as training data); the chat shows the words.
+        shown = strip_output_tokens(turn.reply)
+        if turn.reply and not shown:
+            shown = "(music, below)"
+        msg["content"] = shown or "(the model gave an empty reply)"
         if turn.stopped:
             msg["content"] += "\n\n*(stopped)*"
         session.turns.append(turn)
