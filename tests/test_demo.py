@@ -435,3 +435,39 @@ def test_demo_config_is_read_strictly(tmp_path):
         load_demo_config(path)
     with pytest.raises(ConfigError, match="long_audio"):
         load_demo_config(None, long_audio="middle")
+
+
+def test_the_real_music_output_path_in_the_demo(tiny_llm_dir, tiny_musicgen_dir, files, tmp_path,
+                                                monkeypatch):
+    """The demo's music hook wired as ``mullm demo`` wires it (``model.render_music``) on a
+    model with output tokens, a projector and the tiny MusicGen: a reply that asks for music
+    (its [AUD] run) becomes a playable clip made through the projector, the chat shows the
+    reply without the tokens, and the clip goes back in as audio on the next turn."""
+    from conftest import music_model_dict
+
+    import mullm.streaming
+    from mullm.config import load_model_config
+    from mullm.outputs.vocab import output_token_text
+
+    model = MusicLLM(load_model_config(music_model_dict(tiny_llm_dir, tiny_musicgen_dir))).eval()
+    reply = f"Here is a calm piano piece. {output_token_text(4)}"
+    real_stream = mullm.streaming.stream_chat
+    monkeypatch.setattr(mullm.streaming, "stream_chat",
+                        lambda *a, **k: iter([reply[:10], reply[10:]]))
+    engine = ChatEngine(model, DemoConfig(max_new_tokens=4), music=model.render_music)
+    session = ChatSession(tmp_path / "s", "chunk")
+    list(engine.respond(session, "Compose something calm.", [], None, GREEDY))
+    shown = [m["content"] for m in session.display if isinstance(m.get("content"), str)]
+    assert "Here is a calm piano piece." in shown and not any("[AUD" in t for t in shown)
+    assert session.turns[-1].reply == reply  # the history keeps the tokens
+    [clip] = session.generated
+    assert clip.mode == "projector" and clip.sample_rate == 32000
+    assert clip.duration_s == pytest.approx(0.4) and clip.path.is_file()
+    # The editing loop: the clip is attached to the next turn and reaches the model.
+    monkeypatch.setattr(mullm.streaming, "stream_chat", real_stream)
+    spy = ModelSpy(model)
+    engine.attach_last_generated(session)
+    list(engine.respond(session, "Make it slower.", [], None, GREEDY))
+    conversation, media = spy.last_chat()
+    assert conversation[-1]["content"] == "<audio>\nMake it slower."
+    assert len(media["audio"]) == 1
