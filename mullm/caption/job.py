@@ -25,9 +25,6 @@ from mullm.caption.records import (
     describe_diff,
     meta_path,
     read_meta,
-    read_records,
-    repair_tail,
-    rewrite_records,
     settings_key,
     write_meta,
 )
@@ -35,7 +32,7 @@ from mullm.caption.settings import DEFAULT_PROMPT, CaptionJobError, CaptionSetti
 from mullm.errors import DataError, OutputError
 from mullm.model_io import model_fingerprint
 from mullm.utils.files import check_output_path
-from mullm.utils.locks import exclusive_lock
+from mullm.utils.records import keep_records, locked_records
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
@@ -100,16 +97,6 @@ class _RecordSink:
                                  audio_h=f"{self.stats.audio_s / 3600:.2f}", refresh=False)
 
 
-def _best_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One record per id: a success beats a failure, else the first one."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in records:
-        prev = best.get(r["id"])
-        if prev is None or (prev.get("error") and not r.get("error")):
-            best[r["id"]] = r
-    return best
-
-
 def _check_resumable(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     """Refuse to append this run's records to a file written with other settings."""
     if not records:
@@ -157,22 +144,13 @@ def run_caption_job(model: MusicLLM, inputs: list[str], out: str | os.PathLike,
             "generation": cap.generation_record(),
             "shard": f"{shard[0]}/{shard[1]}" if shard else None}
     stats = CaptionStats(items=len(items))
-    with exclusive_lock(Path(str(out) + ".lock"),
-                        what=f"{out}: another caption job is writing this file",
-                        remedy="wait for it or use another --out"):
-        cut = repair_tail(out)
-        if cut:
-            log(f"{out}: removed a partial last line ({cut} bytes) left by an interrupted run")
-        records = read_records(out)
+    with locked_records(out, what="another caption job is writing this file",
+                        log=log) as records:
         _check_resumable(out, records, meta)
-        best = _best_records(records)
-        failed = {k for k, r in best.items() if r.get("error")}
-        if len(best) != len(records) or (retry_failed and failed):
-            keep = [r for r in best.values() if not (retry_failed and r.get("error"))]
-            rewrite_records(out, keep)
-            if retry_failed and failed:
-                log(f"{out}: retrying {len(failed)} failed item(s)")
-            best = {r["id"]: r for r in keep}
+        best = keep_records(out, records, retry_failed)
+        retried = len({r["id"] for r in records} - set(best))  # failed ones, dropped
+        if retried:
+            log(f"{out}: retrying {retried} failed item(s)")
         write_meta(out, meta)
         wanted = {it.id for it in items}
         stats.previously_succeeded = sum(1 for k, r in best.items()

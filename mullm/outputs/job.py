@@ -38,8 +38,7 @@ import numpy as np
 
 from mullm.errors import DataError, MullmError
 from mullm.model_io import model_fingerprint
-from mullm.utils.records import RecordWriter, read_records, repair_tail
-from mullm.utils.records import rewrite_records as _rewrite_records
+from mullm.utils.records import RecordWriter, keep_records, read_records, repair_tail
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
@@ -312,14 +311,7 @@ class MusicJob:
                     "differ); rerun with the same model and settings to resume, or use "
                     "another --out")
         _atomic_write(settings_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-        best: dict[str, dict[str, Any]] = {}
-        for r in records:  # one record per id: a success beats a failure
-            if r["id"] not in best or (best[r["id"]].get("error") and not r.get("error")):
-                best[r["id"]] = r
-        keep = [r for r in best.values() if not (retry_failed and r.get("error"))]
-        if len(keep) != len(records):
-            _rewrite_records(records_path, keep)
-        return {r["id"] for r in keep}
+        return set(keep_records(records_path, records, retry_failed))
 
 
 def run_music_job(model: MusicLLM, requests: list[MusicRequest], out: str | os.PathLike,
