@@ -39,16 +39,6 @@ from mullm.outputs.config import (
     validate_music_output,
 )
 
-__all__ = [
-    "AdapterConfig", "ConfigError", "EncoderConfig", "InjectionConfig", "LLMConfig",
-    "LoRAConfig", "ModalityConfig", "ModelConfig", "MusicDecoderConfig", "MusicOutputConfig",
-    "ProjectorConfig", "apply_overrides", "checked_from_dict", "compose", "field_type",
-    "from_dict", "load_model_config", "parse_override", "read_config", "read_yaml",
-    "resolve_config_path", "resolve_model_source", "to_dict", "validate_adapter",
-    "validate_encoder",
-    "validate_modality", "validate_model_config",
-]
-
 # ----------------------------------------------------------------------------- dataclasses
 
 
@@ -588,3 +578,13 @@ def resolve_model_source(source: Any) -> Any:
         return resolve_config_path(source)
     except ConfigError as exc:
         raise ModelLoadError(f"{source!r} is not a model directory. {exc}") from None
+
+
+__all__ = [
+    "AdapterConfig", "ConfigError", "EncoderConfig", "InjectionConfig", "LLMConfig",
+    "LoRAConfig", "ModalityConfig", "ModelConfig", "MusicDecoderConfig", "MusicOutputConfig",
+    "ProjectorConfig", "apply_overrides", "checked_from_dict", "compose", "field_type",
+    "from_dict", "load_model_config", "parse_override", "read_config", "read_yaml",
+    "resolve_config_path", "resolve_model_source", "to_dict", "validate_adapter",
+    "validate_encoder", "validate_modality", "validate_model_config",
+]
