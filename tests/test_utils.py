@@ -19,7 +19,13 @@ from mullm.utils.hashing import file_sha256, json_sha256, module_weights_hash, w
 from mullm.utils.jsonl import iter_jsonl
 from mullm.utils.locks import LockedError, exclusive_lock
 from mullm.utils.music import PITCH_NAMES, pitch_class, tempo_class
-from mullm.utils.records import best_records, keep_records, read_records, rewrite_records
+from mullm.utils.records import (
+    RecordJobStats,
+    best_records,
+    keep_records,
+    read_records,
+    rewrite_records,
+)
 
 # ------------------------------------------------------------------------- atomic writes
 
@@ -130,6 +136,14 @@ def test_keep_records_one_per_id_success_first_and_retry_drops_failures(tmp_path
     before = f.stat().st_mtime_ns
     assert list(keep_records(f, read_records(f), retry_failed=True)) == ["a", "b"]
     assert f.stat().st_mtime_ns == before  # nothing to drop: the file is not rewritten
+
+
+def test_record_job_stats_count_outcomes_and_audio() -> None:
+    stats = RecordJobStats()
+    for rec in ({"error": None, "duration_s": 2.5}, {"error": "bad", "duration_s": None},
+                {"error": None, "duration_s": None}):
+        stats.count(rec)
+    assert (stats.succeeded, stats.failed, stats.audio_s) == (2, 1, 2.5)
 
 
 # ---------------------------------------------------------------------- dtypes, hashes

@@ -32,22 +32,17 @@ from mullm.caption.settings import DEFAULT_PROMPT, CaptionJobError, CaptionSetti
 from mullm.errors import DataError, OutputError
 from mullm.model_io import model_fingerprint
 from mullm.utils.files import check_output_path
-from mullm.utils.records import keep_records, locked_records
+from mullm.utils.records import RecordJobStats, keep_records, locked_records
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
 
 
 @dataclass
-class CaptionStats:
-    """Counts and times for the final summary table."""
+class CaptionStats(RecordJobStats):
+    """Counts and times for the final summary table (``skipped``: already in the file)."""
 
     items: int = 0  # inputs of this run (of this shard)
-    skipped: int = 0  # already in the output file
-    succeeded: int = 0  # new records without an error
-    failed: int = 0  # new records with an error
-    audio_s: float = 0.0  # seconds of audio in the new successful records
-    wall_s: float = 0.0  # seconds the job took
     previously_succeeded: int = 0  # skipped items whose record is a success
 
     def table(self) -> str:
@@ -86,11 +81,7 @@ class _RecordSink:
                    "duration_s": None}
             rec["generation"] = {**rec["generation"], "warnings": []}
             self.writer.write(rec)
-        if rec["error"]:
-            self.stats.failed += 1
-        else:
-            self.stats.succeeded += 1
-            self.stats.audio_s += rec["duration_s"] or 0.0
+        self.stats.count(rec)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(ok=self.stats.succeeded, failed=self.stats.failed,

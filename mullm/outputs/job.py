@@ -38,7 +38,13 @@ import numpy as np
 
 from mullm.errors import DataError, MullmError
 from mullm.model_io import model_fingerprint
-from mullm.utils.records import RecordWriter, keep_records, read_records, repair_tail
+from mullm.utils.records import (
+    RecordJobStats,
+    RecordWriter,
+    keep_records,
+    read_records,
+    repair_tail,
+)
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
@@ -62,16 +68,17 @@ class MusicRequest:
 
 
 @dataclass
-class MusicJobStats:
-    """Counts for the summary line."""
+class MusicJobStats(RecordJobStats):
+    """Counts for the summary line, and the failed requests' errors."""
 
     requests: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    skipped: int = 0
-    audio_s: float = 0.0
-    wall_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+
+    def count(self, rec: dict[str, Any]) -> None:
+        """Count one new record; keep a failure's error for the summary."""
+        super().count(rec)
+        if rec["error"]:
+            self.errors.append(f"{rec['id']}: {rec['error']}")
 
     def table(self) -> str:
         """A one-screen summary."""
@@ -267,12 +274,7 @@ class MusicJob:
                 for req in todo:
                     rec = self._one(req)
                     writer.write(rec)
-                    if rec["error"]:
-                        stats.failed += 1
-                        stats.errors.append(f"{req.id}: {rec['error']}")
-                    else:
-                        stats.succeeded += 1
-                        stats.audio_s += rec["duration_s"]
+                    stats.count(rec)
             finally:
                 writer.close()
         stats.wall_s = time.time() - t0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,5 +160,25 @@ def keep_records(path: str | os.PathLike, records: list[dict[str, Any]],
     return {r["id"]: r for r in keep}
 
 
-__all__ = ["RecordWriter", "best_records", "encode_record", "keep_records", "locked_records",
-           "read_records", "repair_tail", "rewrite_records"]
+@dataclass
+class RecordJobStats:
+    """Counts and times of a resumable record job (captioning, music generation); each job's
+    stats add their own fields and summary table."""
+
+    skipped: int = 0  # already recorded in the output
+    succeeded: int = 0  # new records without an error
+    failed: int = 0  # new records with an error
+    audio_s: float = 0.0  # seconds of audio in the new successful records
+    wall_s: float = 0.0  # seconds the job took
+
+    def count(self, rec: dict[str, Any]) -> None:
+        """Count one new record: a failure, or a success and its ``duration_s``."""
+        if rec["error"]:
+            self.failed += 1
+        else:
+            self.succeeded += 1
+            self.audio_s += rec["duration_s"] or 0.0
+
+
+__all__ = ["RecordJobStats", "RecordWriter", "best_records", "encode_record", "keep_records",
+           "locked_records", "read_records", "repair_tail", "rewrite_records"]
