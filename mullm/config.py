@@ -23,6 +23,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -37,16 +38,6 @@ from mullm.outputs.config import (
     ProjectorConfig,
     validate_music_output,
 )
-
-__all__ = [
-    "AdapterConfig", "ConfigError", "EncoderConfig", "InjectionConfig", "LLMConfig",
-    "LoRAConfig", "ModalityConfig", "ModelConfig", "MusicDecoderConfig", "MusicOutputConfig",
-    "ProjectorConfig", "apply_overrides", "compose", "field_type",
-    "from_dict", "load_model_config", "parse_override", "read_config", "read_yaml",
-    "resolve_config_path", "resolve_model_source", "to_dict", "validate_adapter",
-    "validate_encoder",
-    "validate_modality", "validate_model_config",
-]
 
 # ----------------------------------------------------------------------------- dataclasses
 
@@ -531,6 +522,19 @@ def validate_model_config(cfg: ModelConfig, num_llm_layers: int | None = None) -
         validate_music_output(cfg.music_output)
 
 
+def checked_from_dict(cls: type, data: dict[str, Any], where: str,
+                      validate: Callable[[Any], None] | None = None, prefix: str = "") -> Any:
+    """``from_dict(cls, data, prefix)``, then ``validate`` on it; a ``ConfigError`` from either
+    is prefixed with ``where`` (the file ``data`` came from), so the message names the file."""
+    try:
+        cfg = from_dict(cls, data, prefix)
+        if validate is not None:
+            validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return cfg
+
+
 def _is_training_config(data: dict[str, Any]) -> bool:
     return isinstance(data.get("model"), dict) and "llm" not in data
 
@@ -556,12 +560,7 @@ def load_model_config(source: str | Path | dict[str, Any], overrides: list[str] 
         data = compose(data, where)["model"]
     else:
         data = compose(apply_overrides(data, overrides or [], ModelConfig), where)
-    try:
-        cfg = from_dict(ModelConfig, data)
-        validate_model_config(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    return cfg
+    return checked_from_dict(ModelConfig, data, where, validate_model_config)
 
 
 def resolve_model_source(source: Any) -> Any:
@@ -579,3 +578,13 @@ def resolve_model_source(source: Any) -> Any:
         return resolve_config_path(source)
     except ConfigError as exc:
         raise ModelLoadError(f"{source!r} is not a model directory. {exc}") from None
+
+
+__all__ = [
+    "AdapterConfig", "ConfigError", "EncoderConfig", "InjectionConfig", "LLMConfig",
+    "LoRAConfig", "ModalityConfig", "ModelConfig", "MusicDecoderConfig", "MusicOutputConfig",
+    "ProjectorConfig", "apply_overrides", "checked_from_dict", "compose", "field_type",
+    "from_dict", "load_model_config", "parse_override", "read_config", "read_yaml",
+    "resolve_config_path", "resolve_model_source", "to_dict", "validate_adapter",
+    "validate_encoder", "validate_modality", "validate_model_config",
+]

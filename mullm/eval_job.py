@@ -21,17 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mullm.caption.records import (
-    RecordWriter,
-    describe_diff,
-    read_meta,
-    read_records,
-    repair_tail,
-    rewrite_records,
-    settings_key,
-    write_meta,
-)
-from mullm.utils.locks import exclusive_lock
+from mullm.caption.records import describe_diff, read_meta, settings_key, write_meta
+from mullm.utils.records import RecordWriter, keep_records, locked_records
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
@@ -157,28 +148,15 @@ def run_eval_job(model: MusicLLM, opts: EvalOptions, out_dir: str | os.PathLike,
     t0 = time.time()
     was = model.training
     model.eval()
-    with exclusive_lock(Path(str(out) + ".lock"),
-                        what=f"{out}: another evaluation job is writing this folder",
-                        remedy="wait for it or use another --out"):
-        cut = repair_tail(out)
-        if cut:
-            log(f"{out}: removed a partial last line ({cut} bytes) left by an interrupted run")
-        records = read_records(out)
+    with locked_records(out, what="another evaluation job is writing this folder",
+                        log=log) as records:
         if records:
             old = read_meta(out)
             if settings_key(old) != settings_key(meta):
                 raise EvalJobError(f"{out_dir} holds records of another model, data or "
                                    f"settings ({describe_diff(old, meta)}); rerun with the "
                                    "same ones to resume, or use another --out")
-        best: dict[str, dict[str, Any]] = {}
-        for r in records:  # one record per id: a success beats a failure
-            if r["id"] not in best or (best[r["id"]].get("error") and not r.get("error")):
-                best[r["id"]] = r
-        if len(best) != len(records) or (opts.retry_failed and
-                                         any(r.get("error") for r in best.values())):
-            keep = [r for r in best.values() if not (opts.retry_failed and r.get("error"))]
-            rewrite_records(out, keep)
-            best = {r["id"]: r for r in keep}
+        best = keep_records(out, records, opts.retry_failed)
         write_meta(out, meta)
         todo = [it for it in items if task.item_id(it) not in best]
         if len(todo) < len(items):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from mullm.outputs.decoders.standin import WORDS as _WORDS
 from mullm.outputs.decoders.standin import (  # noqa: F401 - test helpers live on here
+    builds_once,
     corpus_text,
     make_tiny_musicgen,
     make_tiny_t5_tokenizer,
@@ -31,12 +31,12 @@ def _train_tokenizer(vocab_size: int) -> object:
         vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    text = [_WORDS * 3, _WORDS.upper(), "0 1 2 3 4 5 6 7 8 9 . , ? ! : ; - ' \" / ( )"]
-    tok.train_from_iterator(text, trainer=trainer)
+    tok.train_from_iterator(corpus_text(), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
                                    pad_token="<|pad|>", bos_token=None)
 
 
+@builds_once()
 def make_tiny_llm(out_dir: str | Path, arch: str = "llama", hidden_size: int = 64,
                   num_layers: int = 4, num_heads: int = 4, num_kv_heads: int = 2,
                   vocab_size: int = 400, seed: int = 0, chat_template: bool = True) -> Path:
@@ -45,8 +45,6 @@ def make_tiny_llm(out_dir: str | Path, arch: str = "llama", hidden_size: int = 6
     from transformers import AutoConfig, AutoModelForCausalLM
 
     out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file():
-        return out_dir
     tok = _train_tokenizer(vocab_size)
     if chat_template:
         tok.chat_template = (
@@ -109,6 +107,7 @@ TINY_ENCODER_MODALITY = {
 }
 
 
+@builds_once()
 def make_tiny_mert(out_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random MERT-style checkpoint folder (HuBERT weights, config.json with
     MERT's 320-sample conv stride, preprocessor_config.json at 24 kHz); return the folder."""
@@ -117,8 +116,6 @@ def make_tiny_mert(out_dir: str | Path, seed: int = 0) -> Path:
     from transformers import HubertConfig, HubertModel
 
     out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file():
-        return out_dir
     cfg = HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                        intermediate_size=64, conv_dim=[16] * 7,
                        conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2],
@@ -209,6 +206,7 @@ def make_tiny_roberta_tokenizer(vocab_size: int = 400, max_length: int = 77) -> 
 
 
 
+@builds_once("model_index.json")
 def make_tiny_audioldm2(out_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random diffusers ``AudioLDM2Pipeline`` (the sizes of diffusers' own fast
     tests: 16 kHz vocoder, a 2-block UNet, 2-layer CLAP / T5 / GPT-2) with in-process
@@ -239,8 +237,6 @@ def make_tiny_audioldm2(out_dir: str | Path, seed: int = 0) -> Path:
     )
 
     out_dir = Path(out_dir)
-    if (out_dir / "model_index.json").is_file():
-        return out_dir
     roberta, t5_tok = make_tiny_roberta_tokenizer(), make_tiny_t5_tokenizer()
     t5_tok.model_max_length = 77
     with torch.random.fork_rng(devices=[]):
@@ -287,6 +283,7 @@ def make_tiny_audioldm2(out_dir: str | Path, seed: int = 0) -> Path:
     return out_dir
 
 
+@builds_once()
 def make_tiny_clap(out_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random transformers ``ClapModel`` (text and audio towers), its feature
     extractor and a RoBERTa tokenizer to ``out_dir``, like an HF CLAP checkpoint; return it."""
@@ -299,22 +296,17 @@ def make_tiny_clap(out_dir: str | Path, seed: int = 0) -> Path:
     )
 
     out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file():
-        return out_dir
     tok = make_tiny_roberta_tokenizer()
     text = ClapTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2,
                           num_hidden_layers=1, vocab_size=len(tok), projection_dim=24,
                           pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                           eos_token_id=tok.eos_token_id, max_position_embeddings=80)
-    audio = ClapAudioConfig(spec_size=64, num_mel_bins=16, patch_embeds_hidden_size=16,
-                            hidden_size=32, depths=[1, 1], num_attention_heads=[2, 4],
-                            window_size=4, projection_dim=24, num_classes=10)
+    audio = ClapAudioConfig(**_TINY_CLAP)  # the tiny "clap" encoder's audio tower
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(),
                                      projection_dim=24)).eval()
-    fe = ClapFeatureExtractor(feature_size=16, max_length_s=1, truncation="rand_trunc",
-                              padding="repeatpad")
+    fe = ClapFeatureExtractor(**_TINY_CLAP_FE)
 
     def write(d: Path) -> None:
         model.save_pretrained(d)

@@ -27,13 +27,13 @@ from mullm.encoders.clap import (  # noqa: E402
 )
 from mullm.encoders.weights import load_weights_file  # noqa: E402
 from mullm.errors import ConfigError, ModelLoadError  # noqa: E402
+from mullm.testing import tiny_encoder_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 48000
-TINY_AUDIO = dict(spec_size=64, num_mel_bins=16, patch_embeds_hidden_size=16, hidden_size=32,
-                  depths=[1, 1], num_attention_heads=[2, 4], window_size=4, projection_dim=24,
-                  num_classes=10)
-TINY_FE = dict(feature_size=16, max_length_s=1, truncation="rand_trunc", padding="repeatpad")
+# The tiny HTSAT of mullm.testing: 1 s windows at 48 kHz, 32 frames of width 32 each.
+TINY = tiny_encoder_config("clap", ROOT)["options"]  # ROOT: unused but for MERT
+TINY_AUDIO, TINY_FE = TINY["audio_config"], TINY["feature_extractor"]
 
 
 def _wave(seconds: float, seed: int = 0) -> torch.Tensor:
@@ -109,8 +109,7 @@ def test_hf_clap_pooled_matches_transformers(hf_dir: Path) -> None:
 
 
 def test_hf_clap_random_config_and_refusals(hf_dir: Path) -> None:
-    enc = build_encoder(EncoderConfig(name="clap", options={"audio_config": TINY_AUDIO,
-                                                           "feature_extractor": TINY_FE}))
+    enc = build_encoder(EncoderConfig(name="clap", options=TINY))
     assert enc(*_batch(_wave(0.5))).hidden_states.shape == (1, 1, 16, 32)
     with pytest.raises(ConfigError, match="output"):
         build_encoder(EncoderConfig(name="clap", checkpoint=str(hf_dir),

@@ -24,19 +24,19 @@ from mullm.encoders.jukebox import (  # noqa: E402
     iter_llark_features,
 )
 from mullm.errors import ConfigError, DataError, ModelLoadError  # noqa: E402
+from mullm.testing import tiny_encoder_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-# 3 VQ-VAE levels with stride 2 each: 8 samples per top-level token; 64-token context, so a
-# window is 512 samples. 4 blocks in the "full" prior, attention factored as in the 5B.
-VQ = dict(downs_t=(1, 1, 1), strides_t=(2, 2, 2), emb_width=8, l_bins=32, width=8, depth=1)
-PRIOR = dict(n_ctx=64, prior_width=16, prior_depth=4, heads=2, blocks=8, y_bins=(4, 6), t_bins=8)
+# The tiny Jukebox of mullm.testing: 3 VQ-VAE levels with stride 2 each, 8 samples per
+# top-level token; 64-token context, so a window is 512 samples. 4 blocks in the "full"
+# prior, attention factored as in the 5B; layer 3, pool_rate_hz 441: 44100 / 8 / 441 = 12.5
+# -> 12 tokens per frame.
+TINY = tiny_encoder_config("jukebox", ROOT)["options"]  # ROOT: unused but for MERT
+VQ, PRIOR = TINY["vqvae_hparams"], TINY["prior_hparams"]
 
 
 def _opts(**kw: object) -> dict:
-    base = {"random_init": True, "layer": 3, "vqvae_hparams": VQ, "prior_hparams": PRIOR,
-            "pool_rate_hz": 441.0}  # 44100 / 8 / 441 = 12.5 -> 12 tokens per frame
-    base.update(kw)
-    return base
+    return {**TINY, **kw}
 
 
 def _enc(**kw: object) -> JukeboxEncoder:

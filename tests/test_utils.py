@@ -19,6 +19,13 @@ from mullm.utils.hashing import file_sha256, json_sha256, module_weights_hash, w
 from mullm.utils.jsonl import iter_jsonl
 from mullm.utils.locks import LockedError, exclusive_lock
 from mullm.utils.music import PITCH_NAMES, pitch_class, tempo_class
+from mullm.utils.records import (
+    RecordJobStats,
+    best_records,
+    keep_records,
+    read_records,
+    rewrite_records,
+)
 
 # ------------------------------------------------------------------------- atomic writes
 
@@ -114,6 +121,29 @@ def test_jsonl_complete_only_drops_a_partial_last_line(tmp_path: Path) -> None:
     f.write_bytes(b'{"id": "a"}\n\xff\xfe\n')
     with pytest.raises(DataError, match=r"r\.jsonl:2: not UTF-8"):
         list(iter_jsonl(f))
+
+
+def test_keep_records_one_per_id_success_first_and_retry_drops_failures(tmp_path: Path) -> None:
+    f = tmp_path / "r.jsonl"
+    recs = [{"id": "a", "error": "x"}, {"id": "b"}, {"id": "a"}, {"id": "c", "error": "y"},
+            {"id": "b", "error": "z"}]
+    assert best_records(recs) == {"a": recs[2], "b": recs[1], "c": recs[3]}
+    rewrite_records(f, recs)
+    assert list(keep_records(f, recs)) == ["a", "b", "c"]
+    assert read_records(f) == [recs[2], recs[1], recs[3]]  # duplicates collapsed
+    assert list(keep_records(f, read_records(f), retry_failed=True)) == ["a", "b"]
+    assert read_records(f) == [recs[2], recs[1]]
+    before = f.stat().st_mtime_ns
+    assert list(keep_records(f, read_records(f), retry_failed=True)) == ["a", "b"]
+    assert f.stat().st_mtime_ns == before  # nothing to drop: the file is not rewritten
+
+
+def test_record_job_stats_count_outcomes_and_audio() -> None:
+    stats = RecordJobStats()
+    for rec in ({"error": None, "duration_s": 2.5}, {"error": "bad", "duration_s": None},
+                {"error": None, "duration_s": None}):
+        stats.count(rec)
+    assert (stats.succeeded, stats.failed, stats.audio_s) == (2, 1, 2.5)
 
 
 # ---------------------------------------------------------------------- dtypes, hashes

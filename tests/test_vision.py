@@ -27,11 +27,16 @@ from mullm.image import (  # noqa: E402
     pad_videos,
     spec_from_hf_processor,
 )
+from mullm.testing import tiny_encoder_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-             image_size=32, patch_size=8)
-CROP32 = {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}
+
+
+def _tiny(name: str) -> EncoderConfig:
+    """The tiny random config of vision family ``name`` (mullm.testing): 32 x 32 images in
+    8 x 8 patches (16 patches + CLS = 17 tokens), width 32, 2 layers; ViViT adds 4 frames in
+    tubelets of 2."""
+    return EncoderConfig(**tiny_encoder_config(name, ROOT))  # ROOT: unused but for MERT
 
 
 def _png(path: Path, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> Path:
@@ -106,10 +111,7 @@ def test_video_frames_from_folder_and_npy(tmp_path: Path) -> None:
 
 
 def test_clip_and_vit_tokens_and_layers(tmp_path: Path) -> None:
-    clip = build_encoder(EncoderConfig(name="clip", options={"vision_config": SMALL,
-                                                             "image_processor": CROP32}))
-    vit = build_encoder(EncoderConfig(name="vit", options={
-        "vit_config": SMALL, "image_processor": {"size": {"height": 32, "width": 32}}}))
+    clip, vit = build_encoder(_tiny("clip")), build_encoder(_tiny("vit"))
     img = _png(tmp_path / "a.png")
     for enc in (clip, vit):
         assert (enc.modality, enc.sample_rate, enc.num_frames(1)) == ("image", 1, 17)
@@ -132,9 +134,7 @@ def test_clip_and_vit_tokens_and_layers(tmp_path: Path) -> None:
 
 
 def test_vivit_video_contract() -> None:
-    cfg = dict(SMALL, num_frames=4, tubelet_size=[2, 8, 8])
-    enc = build_encoder(EncoderConfig(name="vivit", options={"vivit_config": cfg,
-                                                             "image_processor": CROP32}))
+    enc = build_encoder(_tiny("vivit"))
     assert (enc.modality, enc.sample_rate, enc.num_frames(4)) == ("video", 4, 33)
     out = enc(torch.randn(2, 4, 3, 32, 32), torch.tensor([4, 4]))
     assert out.hidden_states.shape == (2, 3, 33, 32) and out.mask.sum(1).tolist() == [33, 33]
@@ -145,11 +145,7 @@ def test_vivit_video_contract() -> None:
 
 
 def test_open_clip_tokens(tmp_path: Path) -> None:
-    kw = dict(embed_dim=32, vision_cfg=dict(image_size=32, layers=2, width=64, patch_size=8,
-                                            head_width=32),
-              text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1))
-    enc = build_encoder(EncoderConfig(name="open_clip",
-                                      options={"model": "ViT-B-32", "model_kwargs": kw}))
+    enc = build_encoder(_tiny("open_clip"))  # ViT-B-32 with 2 layers of width 64
     assert enc.num_frames(1) == 17 and enc.image_spec.out_size == (32, 32)
     out = enc(*enc.load([_png(tmp_path / "a.png")]))
     assert out.hidden_states.shape == (1, 2, 17, 64)
@@ -177,8 +173,6 @@ def test_vision_presets(preset: str, name: str, tokens: int) -> None:
     with pytest.raises(ModelLoadError, match="weights not found.*no network"):
         build_encoder(cfg)  # offline: a clear error at once, no hanging download
     # The preset's declared sizes are checked against what gets built.
-    key = {"clip": "vision_config", "vit": "vit_config", "vivit": "vivit_config"}[name]
-    cfg.options = {key: dict(SMALL, **({"num_frames": 4, "tubelet_size": [2, 8, 8]}
-                                       if name == "vivit" else {})), "image_processor": CROP32}
+    cfg.options = _tiny(name).options
     with pytest.raises(ConfigError, match="(hidden_size=768|sample_rate=32) but"):
         build_encoder(cfg)

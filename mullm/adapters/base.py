@@ -82,6 +82,29 @@ class Adapter(nn.Module):
         return tokens, token_mask
 
 
+class QueryAdapter(Adapter):
+    """An adapter whose learned queries read the whole (pooled) clip: exactly
+    ``num_queries`` tokens per clip whatever its length, all valid. Subclasses implement
+    ``read_clip``."""
+
+    @classmethod
+    def _local_tokens(cls, config: AdapterConfig, num_pooled: int) -> int:
+        """Always ``num_queries``."""
+        return config.num_queries
+
+    def read_clip(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, num_queries, out_dim) tokens from pooled, left-aligned frames (B, T', in_dim)
+        and their mask."""
+        raise NotImplementedError
+
+    def tokens_from_frames(self, feats: torch.Tensor, mask: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens of ``read_clip``; every query token is valid."""
+        out = self.read_clip(feats, mask)
+        token_mask = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
+        return out, token_mask
+
+
 class ClipSummary(nn.Module):
     """Mask-aware mean and std over a clip's frames -> ``num_tokens`` tokens by a GELU MLP."""
 

@@ -19,8 +19,6 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "perceiver": PerceiverAdapter,
 }
 
-__all__ = ["ADAPTERS", "Adapter", "adapter_num_tokens", "build_adapter"]
-
 
 def _adapter_class(config: AdapterConfig) -> type[Adapter]:
     if config.name not in ADAPTERS:
@@ -47,3 +45,6 @@ def build_adapter(config: AdapterConfig, in_dim: int, out_dim: int,
     cls = _adapter_class(config)
     validate_adapter(config)
     return cls(config, in_dim, out_dim, frame_rate)
+
+
+__all__ = ["ADAPTERS", "Adapter", "adapter_num_tokens", "build_adapter"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mullm.adapters.base import Adapter
+from mullm.adapters.base import QueryAdapter
 from mullm.adapters.qformer import FeedForward
 from mullm.config import AdapterConfig
 
@@ -36,7 +36,7 @@ class PerceiverLayer(nn.Module):
         return latents + self.ffn(latents)
 
 
-class PerceiverAdapter(Adapter):
+class PerceiverAdapter(QueryAdapter):
     """Perceiver resampler: ``num_queries`` tokens per clip."""
 
     def __init__(self, config: AdapterConfig, in_dim: int, out_dim: int,
@@ -52,18 +52,10 @@ class PerceiverAdapter(Adapter):
         self.norm = nn.LayerNorm(hidden)
         self.out_proj = nn.Linear(hidden, out_dim)
 
-    @classmethod
-    def _local_tokens(cls, config: AdapterConfig, num_pooled: int) -> int:
-        """Always ``num_queries``."""
-        return config.num_queries
-
-    def tokens_from_frames(self, feats: torch.Tensor, mask: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Resample the clip into the latents; every latent token is valid."""
+    def read_clip(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Resample the clip into the latents (one token each)."""
         media = self.in_proj(feats)
         latents = self.latents.expand(feats.shape[0], -1, -1)
         for layer in self.layers:
             latents = layer(latents, media, mask)
-        out = self.out_proj(self.norm(latents))
-        token_mask = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
-        return out, token_mask
+        return self.out_proj(self.norm(latents))

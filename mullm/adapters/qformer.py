@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mullm.adapters.base import Adapter
+from mullm.adapters.base import QueryAdapter
 from mullm.config import AdapterConfig
 from mullm.errors import ConfigError
 
@@ -80,7 +80,7 @@ class QFormerStack(nn.Module):
         return self.norm(queries)
 
 
-class QFormerAdapter(Adapter):
+class QFormerAdapter(QueryAdapter):
     """BLIP-2 Q-Former over the whole (pooled) clip: ``num_queries`` tokens per clip."""
 
     def __init__(self, config: AdapterConfig, in_dim: int, out_dim: int,
@@ -99,14 +99,6 @@ class QFormerAdapter(Adapter):
                                     config.dropout)
         self.out_proj = nn.Linear(hidden, out_dim)
 
-    @classmethod
-    def _local_tokens(cls, config: AdapterConfig, num_pooled: int) -> int:
-        """Always ``num_queries``."""
-        return config.num_queries
-
-    def tokens_from_frames(self, feats: torch.Tensor, mask: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Let the queries read the clip; every query token is valid."""
-        out = self.out_proj(self.qformer(self.in_proj(feats), mask))
-        token_mask = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
-        return out, token_mask
+    def read_clip(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Let the queries read the clip (one token each)."""
+        return self.out_proj(self.qformer(self.in_proj(feats), mask))

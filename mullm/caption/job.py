@@ -25,9 +25,6 @@ from mullm.caption.records import (
     describe_diff,
     meta_path,
     read_meta,
-    read_records,
-    repair_tail,
-    rewrite_records,
     settings_key,
     write_meta,
 )
@@ -35,22 +32,17 @@ from mullm.caption.settings import DEFAULT_PROMPT, CaptionJobError, CaptionSetti
 from mullm.errors import DataError, OutputError
 from mullm.model_io import model_fingerprint
 from mullm.utils.files import check_output_path
-from mullm.utils.locks import exclusive_lock
+from mullm.utils.records import RecordJobStats, keep_records, locked_records
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
 
 
 @dataclass
-class CaptionStats:
-    """Counts and times for the final summary table."""
+class CaptionStats(RecordJobStats):
+    """Counts and times for the final summary table (``skipped``: already in the file)."""
 
     items: int = 0  # inputs of this run (of this shard)
-    skipped: int = 0  # already in the output file
-    succeeded: int = 0  # new records without an error
-    failed: int = 0  # new records with an error
-    audio_s: float = 0.0  # seconds of audio in the new successful records
-    wall_s: float = 0.0  # seconds the job took
     previously_succeeded: int = 0  # skipped items whose record is a success
 
     def table(self) -> str:
@@ -89,25 +81,11 @@ class _RecordSink:
                    "duration_s": None}
             rec["generation"] = {**rec["generation"], "warnings": []}
             self.writer.write(rec)
-        if rec["error"]:
-            self.stats.failed += 1
-        else:
-            self.stats.succeeded += 1
-            self.stats.audio_s += rec["duration_s"] or 0.0
+        self.stats.count(rec)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(ok=self.stats.succeeded, failed=self.stats.failed,
                                  audio_h=f"{self.stats.audio_s / 3600:.2f}", refresh=False)
-
-
-def _best_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One record per id: a success beats a failure, else the first one."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in records:
-        prev = best.get(r["id"])
-        if prev is None or (prev.get("error") and not r.get("error")):
-            best[r["id"]] = r
-    return best
 
 
 def _check_resumable(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
@@ -157,22 +135,13 @@ def run_caption_job(model: MusicLLM, inputs: list[str], out: str | os.PathLike,
             "generation": cap.generation_record(),
             "shard": f"{shard[0]}/{shard[1]}" if shard else None}
     stats = CaptionStats(items=len(items))
-    with exclusive_lock(Path(str(out) + ".lock"),
-                        what=f"{out}: another caption job is writing this file",
-                        remedy="wait for it or use another --out"):
-        cut = repair_tail(out)
-        if cut:
-            log(f"{out}: removed a partial last line ({cut} bytes) left by an interrupted run")
-        records = read_records(out)
+    with locked_records(out, what="another caption job is writing this file",
+                        log=log) as records:
         _check_resumable(out, records, meta)
-        best = _best_records(records)
-        failed = {k for k, r in best.items() if r.get("error")}
-        if len(best) != len(records) or (retry_failed and failed):
-            keep = [r for r in best.values() if not (retry_failed and r.get("error"))]
-            rewrite_records(out, keep)
-            if retry_failed and failed:
-                log(f"{out}: retrying {len(failed)} failed item(s)")
-            best = {r["id"]: r for r in keep}
+        best = keep_records(out, records, retry_failed)
+        retried = len({r["id"] for r in records} - set(best))  # failed ones, dropped
+        if retried:
+            log(f"{out}: retrying {retried} failed item(s)")
         write_meta(out, meta)
         wanted = {it.id for it in items}
         stats.previously_succeeded = sum(1 for k, r in best.items()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mullm.commands.generate_music import add_request_options, requests_and_model
 from mullm.errors import MullmError
 
 NAME = "eval-music"
@@ -22,12 +23,9 @@ HELP = "Compare projector-conditioned and text-prompted music on the same reques
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
-    parser.add_argument("--model", required=True, help="model with a music_output section")
-    parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
-                        help="a request (repeatable)")
-    parser.add_argument("--requests", default=None, metavar="FILE",
-                        help="requests as for generate-music (JSONL or one prompt per line)")
-    parser.add_argument("--out", required=True, help="output folder (resumed if it exists)")
+    add_request_options(parser, model_help="model with a music_output section",
+                        requests_help="requests as for generate-music (JSONL or one prompt "
+                                      "per line)")
     parser.add_argument("--clap", required=True, metavar="CHECKPOINT",
                         help="transformers CLAP checkpoint (folder or hub id), text and audio "
                              "towers, e.g. laion/larger_clap_music")
@@ -46,17 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run both modes, score, print the table."""
-    from mullm.commands.caption import load_model
     from mullm.eval.music_output import compare_conditioning, format_report
-    from mullm.outputs.job import read_requests
 
     try:
-        requests = read_requests(args.prompt, args.requests)
-        if not requests:
-            print("mullm eval-music: error: no request: give --prompt or --requests",
-                  file=sys.stderr)
-            return 2
-        model = load_model(args.model, args.overrides, args.device)
+        requests, model = requests_and_model(args)
         report = compare_conditioning(model, requests, args.out, args.clap,
                                       reference_dir=args.reference,
                                       fad_model_dir=args.fad_model_dir,

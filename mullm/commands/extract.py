@@ -18,6 +18,7 @@ from pathlib import Path
 from mullm.config import (
     EncoderConfig,
     apply_overrides,
+    checked_from_dict,
     compose,
     from_dict,
     load_model_config,
@@ -71,10 +72,7 @@ def encoder_config_from_file(path: str, overrides: list[str] | None = None) -> E
             enc = from_dict(EncoderConfig, raw, prefix="encoder")
     else:
         data = compose(apply_overrides(data, overrides or [], EncoderConfig), file)
-        try:
-            enc = from_dict(EncoderConfig, data, prefix="encoder")
-        except ConfigError as exc:
-            raise ConfigError(f"{file}: {exc}") from None
+        enc = checked_from_dict(EncoderConfig, data, str(file), prefix="encoder")
     validate_encoder(enc)
     return enc
 

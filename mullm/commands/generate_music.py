@@ -14,24 +14,54 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from mullm.errors import MullmError
+
+if TYPE_CHECKING:
+    from mullm.model import MusicLLM
+    from mullm.outputs.job import MusicRequest
 
 NAME = "generate-music"
 HELP = "Generate music for text requests (resumable: WAV files plus one JSON record each)."
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
-    parser.add_argument("--model", required=True,
-                        help="model directory, a model/training config YAML, or a config name; "
-                             "its config needs a music_output section")
+def add_request_options(parser: argparse.ArgumentParser, model_help: str,
+                        requests_help: str) -> None:
+    """The first options of both music commands (generate-music, eval-music), in this order:
+    ``--model``, the requests (``--prompt``, ``--requests``) and ``--out``."""
+    parser.add_argument("--model", required=True, help=model_help)
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                         help="a request (repeatable)")
-    parser.add_argument("--requests", default=None, metavar="FILE",
-                        help="JSONL of {\"id\"?, \"prompt\", \"audio\"?: clip to edit} or a text "
-                             "file with one prompt per line")
+    parser.add_argument("--requests", default=None, metavar="FILE", help=requests_help)
     parser.add_argument("--out", required=True, help="output folder (resumed if it exists)")
+
+
+def requests_and_model(args: argparse.Namespace) -> tuple[list[MusicRequest], MusicLLM]:
+    """The requests of ``--prompt`` / ``--requests`` (read first, so that a bad file fails
+    before the model loads) and the model of ``--model``, ``--set``, ``--device``.
+
+    Raises:
+        ValueError: no request at all.
+        MullmError, FileNotFoundError: as ``read_requests`` and ``load_model``.
+    """
+    from mullm.commands.caption import load_model
+    from mullm.outputs.job import read_requests
+
+    requests = read_requests(args.prompt, args.requests)
+    if not requests:
+        raise ValueError("no request: give --prompt or --requests")
+    return requests, load_model(args.model, args.overrides, args.device)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the command's options."""
+    add_request_options(
+        parser,
+        model_help="model directory, a model/training config YAML, or a config name; its "
+                   "config needs a music_output section",
+        requests_help="JSONL of {\"id\"?, \"prompt\", \"audio\"?: clip to edit} or a text file "
+                      "with one prompt per line")
     parser.add_argument("--mode", choices=["projector", "text"], default=None,
                         help="projector: the LLM's output tokens through the projector; "
                              "text: the decoder prompted with the request (default: the "
@@ -54,16 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the job; print the summary."""
-    from mullm.commands.caption import load_model
-    from mullm.outputs.job import read_requests, run_music_job
+    from mullm.outputs.job import run_music_job
 
     try:
-        requests = read_requests(args.prompt, args.requests)
-        if not requests:
-            print("mullm generate-music: error: no request: give --prompt or --requests",
-                  file=sys.stderr)
-            return 2
-        model = load_model(args.model, args.overrides, args.device)
+        requests, model = requests_and_model(args)
         stats = run_music_job(model, requests, args.out, mode=args.mode,
                               duration_s=args.duration_s, seed=args.seed,
                               max_new_tokens=args.max_new_tokens,

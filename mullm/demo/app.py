@@ -13,6 +13,7 @@ import copy
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,18 +47,17 @@ def _header(engine: ChatEngine, config: DemoConfig) -> str:
     return "\n\n".join(lines)
 
 
+@dataclass(eq=False)  # one page, one server: compared by identity
 class DemoApp:
     """The built page with its engine and sessions; ``launch`` serves it."""
 
-    def __init__(self, blocks: "gr.Blocks", engine: ChatEngine, store: SessionStore,
-                 config: DemoConfig, workdir: Path, owns_workdir: bool) -> None:
-        self.blocks = blocks
-        self.engine = engine
-        self.store = store
-        self.config = config
-        self.workdir = workdir
-        self._owns_workdir = owns_workdir
-        self.share_url: str | None = None  # set by launch(share=True)
+    blocks: gr.Blocks
+    engine: ChatEngine
+    store: SessionStore
+    config: DemoConfig
+    workdir: Path
+    owns_workdir: bool  # build_demo made the folder: close() deletes it
+    share_url: str | None = None  # set by launch(share=True)
 
     def launch(self, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
                block: bool = True, quiet: bool = False) -> str:
@@ -86,7 +86,7 @@ class DemoApp:
     def close(self) -> None:
         """Stop serving and delete the demo's files (when it made its own folder)."""
         self.blocks.close()
-        if self._owns_workdir:
+        if self.owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 

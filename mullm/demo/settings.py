@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from mullm.errors import ConfigError
 
-LONG_AUDIO_MODES = ("chunk", "first")
+LongAudio = Literal["chunk", "first"]
+LONG_AUDIO_MODES: tuple[str, ...] = get_args(LongAudio)
 
 
 @dataclass
@@ -39,7 +40,7 @@ class DemoConfig:
 
     max_upload_mb: float = 50.0
     max_audio_s: float = 600.0
-    long_audio: Literal["chunk", "first"] = "chunk"
+    long_audio: LongAudio = "chunk"
     concurrency: int = 2
     max_queue: int = 32
     max_new_tokens: int = 128

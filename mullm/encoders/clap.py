@@ -30,15 +30,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from mullm.config import EncoderConfig
+from mullm.encoders import weights as W
 from mullm.encoders.base import Encoder, EncoderOutput, frame_mask
-from mullm.encoders.weights import (
-    check_declared,
-    check_options,
-    load_exact,
-    load_weights_file,
-    missing_weights_error,
-    strip_prefix,
-)
+from mullm.encoders.weights import load_weights_file  # noqa: F401 - in __all__
 from mullm.errors import ConfigError, ModelLoadError
 from mullm.utils.dtypes import torch_dtype
 
@@ -180,7 +174,7 @@ def load_laion_clap_tokenizer(name: str = "roberta-base") -> Any:
     try:
         tok = RobertaTokenizer.from_pretrained(name)
     except OSError as exc:
-        raise missing_weights_error(f"{name} tokenizer", name) from exc
+        raise W.missing_weights_error(f"{name} tokenizer", name) from exc
     return check_text_tokenizer(tok, name)
 
 
@@ -219,13 +213,13 @@ class LaionClapEncoder(_ClapBase):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__(config)
-        check_options(config, self.OPTIONS)
+        W.check_options(config, self.OPTIONS)
         amodel = config.options.get("amodel", "HTSAT-tiny")
         if config.checkpoint is not None and not Path(config.checkpoint).expanduser().is_file():
             name = Path(config.checkpoint).name
             url = LAION_CLAP_URLS.get(name, LAION_CLAP_URLS["630k-audioset-best.pt"])
-            raise missing_weights_error(f"laion_clap checkpoint {name}", config.checkpoint,
-                                        f"get it from {url}")
+            raise W.missing_weights_error(f"laion_clap checkpoint {name}", config.checkpoint,
+                                          f"get it from {url}")
         audio = None
         if config.checkpoint is not None:
             # Read and vet the file before building the tower, so a bad file fails fast.
@@ -239,7 +233,7 @@ class LaionClapEncoder(_ClapBase):
             )
         self.tower = _LaionAudioTower(amodel)
         if audio is not None:
-            load_exact(self.tower, audio, f"{config.checkpoint} ({amodel})")
+            W.load_exact(self.tower, audio, f"{config.checkpoint} ({amodel})")
         branch = self.tower.audio_branch
         self.window = int(self.tower.audio_cfg.clip_samples)
         self.sample_rate = int(self.tower.audio_cfg.sample_rate)
@@ -252,19 +246,19 @@ class LaionClapEncoder(_ClapBase):
         self.embed_dim = self.tower.joint_dim
         self.quantize = bool(config.options.get("quantize_int16", True))
         self._setup_output()
-        check_declared(self)
+        W.check_declared(self)
         self.tower.to(torch_dtype(config.dtype)).eval().requires_grad_(False)
 
     @staticmethod
     def _read(path: str, allow_pickle: bool) -> dict[str, torch.Tensor]:
         """The audio-side tensors of an official checkpoint, refused if it is not one."""
         name = Path(path).name
-        ckpt = load_weights_file(path, allow_pickle=allow_pickle,
-                                 what=f"laion_clap checkpoint {name}")
+        ckpt = W.load_weights_file(path, allow_pickle=allow_pickle,
+                                   what=f"laion_clap checkpoint {name}")
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
             raise ModelLoadError(f"{path}: expected a dict with a 'state_dict', got {type(ckpt)}")
-        state = strip_prefix(state)
+        state = W.strip_prefix(state)
         if any(k.startswith(("audio_branch.fusion_model", "audio_branch.mel_conv2d"))
                for k in state):
             raise ModelLoadError(
@@ -303,7 +297,7 @@ class HFClapEncoder(_ClapBase):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__(config)
-        check_options(config, self.OPTIONS)
+        W.check_options(config, self.OPTIONS)
         from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapFeatureExtractor
 
         opts = config.options
@@ -320,7 +314,7 @@ class HFClapEncoder(_ClapBase):
                     source, dtype=dtype, output_loading_info=True, **kw)
                 fe = ClapFeatureExtractor.from_pretrained(source, **kw)
             except OSError as exc:
-                raise missing_weights_error(
+                raise W.missing_weights_error(
                     "CLAP checkpoint", source,
                     "set encoder.checkpoint to a hub id or a local folder with config.json, "
                     "the weights and preprocessor_config.json") from exc
@@ -350,7 +344,7 @@ class HFClapEncoder(_ClapBase):
             raise ConfigError(f"feature extractor makes {fe.feature_size} mel bins but the "
                               f"model expects {cfg.num_mel_bins}")
         self._setup_output()
-        check_declared(self)
+        W.check_declared(self)
 
     def _run_windows(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         # The feature extractor works in numpy on the host; its output goes straight to the
@@ -395,7 +389,7 @@ class HFClapEncoder(_ClapBase):
                     source, output_loading_info=True, **kw)
                 tok = AutoTokenizer.from_pretrained(source, **kw)
             except OSError as exc:
-                raise missing_weights_error("CLAP text tower", source) from exc
+                raise W.missing_weights_error("CLAP text tower", source) from exc
             if info["missing_keys"]:
                 raise ModelLoadError(f"{source}: CLAP text weights incomplete: missing "
                                      f"{sorted(info['missing_keys'])[:6]}")

@@ -42,15 +42,8 @@ import numpy as np
 import torch
 
 from mullm.config import EncoderConfig
+from mullm.encoders import weights as W
 from mullm.encoders.base import Encoder, EncoderOutput, frame_mask
-from mullm.encoders.weights import (
-    check_declared,
-    check_options,
-    load_exact,
-    load_weights_file,
-    missing_weights_error,
-    strip_prefix,
-)
 from mullm.errors import ConfigError, DataError, ModelLoadError
 from mullm.utils.dtypes import torch_dtype
 from mullm.utils.files import load_npy
@@ -82,7 +75,7 @@ class JukeboxEncoder(Encoder):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__(config)
-        check_options(config, self.OPTIONS)
+        W.check_options(config, self.OPTIONS)
         opts = config.options
         layer = int(opts.get("layer", 36))
         layers_out = [int(i) for i in opts.get("layers_out", [layer])]
@@ -160,7 +153,7 @@ class JukeboxEncoder(Encoder):
         self.frame_rate = token_rate / self.pool_frames
         self.num_layers = len(self.layers_out)
         self.hidden_size = int(pr_hps.prior_width)
-        check_declared(self)
+        W.check_declared(self)
 
     # -------------------------------------------------------------------------- loading
 
@@ -172,18 +165,18 @@ class JukeboxEncoder(Encoder):
         pr = Path(opts.get("prior_checkpoint") or folder / "prior_level_2.pth.tar").expanduser()
         for path, name in ((vq, "vqvae.pth.tar"), (pr, "prior_level_2.pth.tar")):
             if not path.is_file():
-                raise missing_weights_error(f"Jukebox {name}", path,
-                                            f"get it from {JUKEBOX_URLS[name]}")
+                raise W.missing_weights_error(f"Jukebox {name}", path,
+                                              f"get it from {JUKEBOX_URLS[name]}")
         return vq, pr
 
     def _load(self, vqvae: torch.nn.Module, prior: torch.nn.Module, full_depth: int,
               depth: int, vq_path: Path, pr_path: Path) -> None:
         allow = bool(self.config.options.get("allow_pickle", False))
-        vq_state = self._model_state(load_weights_file(vq_path, allow_pickle=allow,
-                                                       what="Jukebox VQ-VAE"), vq_path)
-        load_exact(vqvae, vq_state, f"{vq_path} (VQ-VAE)")
-        pr_state = self._model_state(load_weights_file(pr_path, allow_pickle=allow,
-                                                       what="Jukebox 5B prior"), pr_path)
+        vq_state = self._model_state(W.load_weights_file(vq_path, allow_pickle=allow,
+                                                         what="Jukebox VQ-VAE"), vq_path)
+        W.load_exact(vqvae, vq_state, f"{vq_path} (VQ-VAE)")
+        pr_state = self._model_state(W.load_weights_file(pr_path, allow_pickle=allow,
+                                                         what="Jukebox 5B prior"), pr_path)
         # Blocks past the deepest layer we read are not built: drop exactly those keys and
         # check that they are the only ones dropped (no silent strict=False).
         prefix = "prior.transformer._attn_mods."
@@ -195,14 +188,14 @@ class JukeboxEncoder(Encoder):
                                  f"{full_depth} (not the 5B top-level prior?)")
         for k in skipped:
             del pr_state[k]
-        load_exact(prior, pr_state, f"{pr_path} (prior, first {depth} blocks)", assign=True)
+        W.load_exact(prior, pr_state, f"{pr_path} (prior, first {depth} blocks)", assign=True)
 
     @staticmethod
     def _model_state(ckpt: Any, path: Path) -> dict[str, torch.Tensor]:
         if not isinstance(ckpt, dict) or "model" not in ckpt:
             raise ModelLoadError(f"{path}: expected OpenAI's checkpoint layout (a dict with "
                                  f"'model'), got {type(ckpt).__name__}")
-        return strip_prefix(dict(ckpt["model"]))
+        return W.strip_prefix(dict(ckpt["model"]))
 
     # ------------------------------------------------------------------------ forward
 

@@ -24,12 +24,8 @@ from typing import Any
 import torch
 
 from mullm.config import EncoderConfig
+from mullm.encoders import weights as W
 from mullm.encoders.base import Encoder, EncoderOutput
-from mullm.encoders.weights import (
-    check_declared,
-    check_options,
-    missing_weights_error,
-)
 from mullm.errors import ConfigError, ModelLoadError
 from mullm.image import (
     CLIP_MEAN,
@@ -95,8 +91,8 @@ def _from_pretrained(cls: Any, source: str, config: EncoderConfig, **kw: Any) ->
                                           dtype=torch_dtype(config.dtype),
                                           output_loading_info=True, **kw)
     except OSError as exc:
-        raise missing_weights_error(f"{cls.__name__} checkpoint", source,
-                                    "set encoder.checkpoint to a hub id or local folder") from exc
+        raise W.missing_weights_error(f"{cls.__name__} checkpoint", source,
+                                      "set encoder.checkpoint to a hub id or local folder") from exc
     if info["missing_keys"] or info["mismatched_keys"]:
         raise ModelLoadError(f"{source}: {cls.__name__} weights incomplete: missing "
                              f"{sorted(info['missing_keys'])[:6]}, mismatched "
@@ -108,7 +104,7 @@ def _processor(cls: Any, source: str, config: EncoderConfig) -> Any:
     try:
         return cls.from_pretrained(source, cache_dir=config.cache_dir)
     except OSError as exc:
-        raise missing_weights_error(f"{cls.__name__} preprocessor_config.json", source) from exc
+        raise W.missing_weights_error(f"{cls.__name__} preprocessor_config.json", source) from exc
 
 
 class _HFVisionEncoder(_ImageEncoderBase):
@@ -123,7 +119,7 @@ class _HFVisionEncoder(_ImageEncoderBase):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__(config)
-        check_options(config, {self.config_key, "image_processor"})
+        W.check_options(config, {self.config_key, "image_processor"})
         import transformers
 
         model_cls = getattr(transformers, self.model_cls)
@@ -149,7 +145,7 @@ class _HFVisionEncoder(_ImageEncoderBase):
         self._set_tokens(self._token_count(cfg), cfg.num_hidden_layers + 1, cfg.hidden_size)
         if self.modality == "video":
             self.sample_rate = int(cfg.num_frames)  # input frames per clip
-        check_declared(self)
+        W.check_declared(self)
 
     def _token_count(self, cfg: Any) -> int:
         size = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
@@ -228,7 +224,7 @@ class OpenClipEncoder(_ImageEncoderBase):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__(config)
-        check_options(config, self.OPTIONS)
+        W.check_options(config, self.OPTIONS)
         import open_clip
 
         opts = config.options
@@ -238,20 +234,20 @@ class OpenClipEncoder(_ImageEncoderBase):
         pretrained = opts.get("pretrained", config.checkpoint)
         if pretrained and os.path.sep in str(pretrained) and not os.path.isfile(
                 os.path.expanduser(str(pretrained))):
-            raise missing_weights_error(f"open_clip {name} weights", pretrained)
+            raise W.missing_weights_error(f"open_clip {name} weights", pretrained)
         try:
             model = open_clip.create_model(name, pretrained=pretrained, cache_dir=config.cache_dir,
                                            **opts.get("model_kwargs", {}))
         except RuntimeError as exc:
             if "download" in str(exc).lower():
-                raise missing_weights_error(f"open_clip {name} pretrained={pretrained!r}",
-                                            pretrained) from exc
+                raise W.missing_weights_error(f"open_clip {name} pretrained={pretrained!r}",
+                                              pretrained) from exc
             raise ModelLoadError(f"open_clip {name}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - hub errors differ by version; name the cause
             if "offline" in str(exc).lower() or "connect" in str(exc).lower() or isinstance(
                     exc, OSError):
-                raise missing_weights_error(f"open_clip {name} pretrained={pretrained}",
-                                            pretrained) from exc
+                raise W.missing_weights_error(f"open_clip {name} pretrained={pretrained}",
+                                              pretrained) from exc
             raise
         visual = model.visual
         if not hasattr(visual, "forward_intermediates") or not hasattr(visual, "grid_size"):
@@ -269,7 +265,7 @@ class OpenClipEncoder(_ImageEncoderBase):
         gh, gw = visual.grid_size
         width = visual.class_embedding.shape[-1]
         self._set_tokens(gh * gw + 1, len(visual.transformer.resblocks), width)
-        check_declared(self)
+        W.check_declared(self)
 
     @torch.no_grad()
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:

@@ -96,15 +96,31 @@ def generation_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_dimensions(summary: dict[str, Any], out_dir: Path) -> list[Path]:
-    """One bar chart per scorer: accuracy per dimension (and overall), a bar per
-    condition, the uniform chance as a line. Returns the files written."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display on evaluation machines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` as every report plot is (PNG, 110 dpi) and close
+    it; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_dimensions(summary: dict[str, Any], out_dir: Path) -> list[Path]:
+    """One bar chart per scorer: accuracy per dimension (and overall), a bar per
+    condition, the uniform chance as a line. Returns the files written."""
     import numpy as np
 
+    plt = _pyplot()
     conds, scorers = summary["settings"]["conditions"], summary["settings"]["scorers"]
     groups = {"all": summary["overall"], **summary["dimensions"]}
     names = [g for g, e in groups.items() if e["n"]]
@@ -124,23 +140,16 @@ def plot_dimensions(summary: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_ylim(0, 100)
         ax.set_title(f"Accuracy per dimension ({scorer}); dashed: uniform chance")
         ax.legend(title="condition", fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"dimensions_{scorer}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save(fig, out_dir / f"dimensions_{scorer}.png"))
     return files
 
 
 def plot_confusions(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     """Confusion matrices (truth rows, estimate columns, counts) of the MIR key and style
     labels, condition ``audio`` (or the first). Returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = _pyplot()
     conds = summary["conditions"]
     if not conds:
         return []
@@ -165,11 +174,7 @@ def plot_confusions(summary: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_xlabel("estimate (from the free answer)")
         ax.set_ylabel("truth")
         ax.set_title(f"{task}: confusion matrix")
-        fig.tight_layout()
-        path = out_dir / f"confusion_{task}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save(fig, out_dir / f"confusion_{task}.png"))
     return files
 
 

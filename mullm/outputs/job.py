@@ -38,8 +38,13 @@ import numpy as np
 
 from mullm.errors import DataError, MullmError
 from mullm.model_io import model_fingerprint
-from mullm.utils.records import RecordWriter, read_records, repair_tail
-from mullm.utils.records import rewrite_records as _rewrite_records
+from mullm.utils.records import (
+    RecordJobStats,
+    RecordWriter,
+    keep_records,
+    read_records,
+    repair_tail,
+)
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
@@ -63,16 +68,17 @@ class MusicRequest:
 
 
 @dataclass
-class MusicJobStats:
-    """Counts for the summary line."""
+class MusicJobStats(RecordJobStats):
+    """Counts for the summary line, and the failed requests' errors."""
 
     requests: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    skipped: int = 0
-    audio_s: float = 0.0
-    wall_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+
+    def count(self, rec: dict[str, Any]) -> None:
+        """Count one new record; keep a failure's error for the summary."""
+        super().count(rec)
+        if rec["error"]:
+            self.errors.append(f"{rec['id']}: {rec['error']}")
 
     def table(self) -> str:
         """A one-screen summary."""
@@ -268,12 +274,7 @@ class MusicJob:
                 for req in todo:
                     rec = self._one(req)
                     writer.write(rec)
-                    if rec["error"]:
-                        stats.failed += 1
-                        stats.errors.append(f"{req.id}: {rec['error']}")
-                    else:
-                        stats.succeeded += 1
-                        stats.audio_s += rec["duration_s"]
+                    stats.count(rec)
             finally:
                 writer.close()
         stats.wall_s = time.time() - t0
@@ -312,14 +313,7 @@ class MusicJob:
                     "differ); rerun with the same model and settings to resume, or use "
                     "another --out")
         _atomic_write(settings_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-        best: dict[str, dict[str, Any]] = {}
-        for r in records:  # one record per id: a success beats a failure
-            if r["id"] not in best or (best[r["id"]].get("error") and not r.get("error")):
-                best[r["id"]] = r
-        keep = [r for r in best.values() if not (retry_failed and r.get("error"))]
-        if len(keep) != len(records):
-            _rewrite_records(records_path, keep)
-        return {r["id"] for r in keep}
+        return set(keep_records(records_path, records, retry_failed))
 
 
 def run_music_job(model: MusicLLM, requests: list[MusicRequest], out: str | os.PathLike,

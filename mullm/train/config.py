@@ -19,8 +19,8 @@ import yaml
 from mullm.config import (
     ModelConfig,
     apply_overrides,
+    checked_from_dict,
     compose,
-    from_dict,
     read_config,
     to_dict,
     validate_model_config,
@@ -188,12 +188,7 @@ def load_train_config(source: str | Path | dict[str, Any],
         where = str(path)
         _resolve_paths(data, path.resolve().parent)  # the paths this file states
     data = compose(apply_overrides(data, overrides or [], TrainConfig), where)
-    try:
-        cfg = from_dict(TrainConfig, data)
-        validate_train_config(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    return cfg
+    return checked_from_dict(TrainConfig, data, where, validate_train_config)
 
 
 def resume_fingerprint(cfg: TrainConfig) -> dict[str, str]:

@@ -8,13 +8,17 @@ cuts away on the next start. Whole-file rewrites are atomic.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mullm.errors import DataError
 from mullm.utils.atomic import atomic_write_bytes
 from mullm.utils.jsonl import iter_jsonl, json_line
+from mullm.utils.locks import exclusive_lock
 
 
 def encode_record(rec: dict[str, Any]) -> bytes:
@@ -115,4 +119,66 @@ def rewrite_records(path: str | os.PathLike, records: list[dict[str, Any]]) -> N
     atomic_write_bytes(path, b"".join(encode_record(r) for r in records))
 
 
-__all__ = ["RecordWriter", "encode_record", "read_records", "repair_tail", "rewrite_records"]
+@contextlib.contextmanager
+def locked_records(path: str | os.PathLike, *, what: str,
+                   log: Callable[[str], None]) -> Iterator[list[dict[str, Any]]]:
+    """Hold ``PATH.lock`` for the block (one writer per record file), cut a partial last line
+    left by a killed run (saying so to ``log``) and yield the file's records.
+
+    Raises:
+        LockedError: another job holds the lock; ``what`` says what it is doing.
+        DataError: as ``read_records``.
+    """
+    with exclusive_lock(Path(str(path) + ".lock"), what=f"{path}: {what}",
+                        remedy="wait for it or use another --out"):
+        cut = repair_tail(path)
+        if cut:
+            log(f"{path}: removed a partial last line ({cut} bytes) left by an interrupted run")
+        yield read_records(path)
+
+
+def best_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One record per id, in the order ids first appear: a success beats a failure, else the
+    first one."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in records:
+        prev = best.get(r["id"])
+        if prev is None or (prev.get("error") and not r.get("error")):
+            best[r["id"]] = r
+    return best
+
+
+def keep_records(path: str | os.PathLike, records: list[dict[str, Any]],
+                 retry_failed: bool = False) -> dict[str, dict[str, Any]]:
+    """The records a resumed job keeps, by id: ``best_records`` of ``records`` (the file's
+    records), less the failed ones with ``retry_failed`` (their items run again). The file
+    is rewritten only when that drops a line (a duplicate or a failure)."""
+    keep = [r for r in best_records(records).values()
+            if not (retry_failed and r.get("error"))]
+    if len(keep) != len(records):
+        rewrite_records(path, keep)
+    return {r["id"]: r for r in keep}
+
+
+@dataclass
+class RecordJobStats:
+    """Counts and times of a resumable record job (captioning, music generation); each job's
+    stats add their own fields and summary table."""
+
+    skipped: int = 0  # already recorded in the output
+    succeeded: int = 0  # new records without an error
+    failed: int = 0  # new records with an error
+    audio_s: float = 0.0  # seconds of audio in the new successful records
+    wall_s: float = 0.0  # seconds the job took
+
+    def count(self, rec: dict[str, Any]) -> None:
+        """Count one new record: a failure, or a success and its ``duration_s``."""
+        if rec["error"]:
+            self.failed += 1
+        else:
+            self.succeeded += 1
+            self.audio_s += rec["duration_s"] or 0.0
+
+
+__all__ = ["RecordJobStats", "RecordWriter", "best_records", "encode_record", "keep_records",
+           "locked_records", "read_records", "repair_tail", "rewrite_records"]

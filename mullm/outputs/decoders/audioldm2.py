@@ -25,14 +25,7 @@ import numpy as np
 import torch
 
 from mullm.outputs.config import MusicDecoderConfig
-from mullm.outputs.decoders.base import (
-    DTYPES,
-    MusicDecoder,
-    fit_length,
-    load_error,
-    resolve_checkpoint,
-    seeded,
-)
+from mullm.outputs.decoders.base import DTYPES, MusicDecoder, checkpoint_source, load_error
 
 
 def _pad_tokens(states: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
@@ -58,8 +51,7 @@ class AudioLDM2Decoder(MusicDecoder):
         super().__init__(config)
         from diffusers import AudioLDM2Pipeline
 
-        source = resolve_checkpoint(config)
-        kw: dict[str, Any] = {"revision": config.revision} if config.revision else {}
+        source, kw = checkpoint_source(config)
         try:
             pipe = AudioLDM2Pipeline.from_pretrained(source, dtype=DTYPES[config.dtype],
                                                      **kw)
@@ -82,8 +74,7 @@ class AudioLDM2Decoder(MusicDecoder):
         """(1, n_t5 * d_t5 + n_gpt * d_gpt) from the pipeline's config files."""
         from transformers import AutoConfig
 
-        source = resolve_checkpoint(config)
-        kw = {"revision": config.revision} if config.revision else {}
+        source, kw = checkpoint_source(config)
         try:
             t5 = AutoConfig.from_pretrained(source, subfolder="text_encoder_2", **kw)
             gpt = AutoConfig.from_pretrained(source, subfolder="language_model", **kw)
@@ -120,14 +111,12 @@ class AudioLDM2Decoder(MusicDecoder):
 
     def _run(self, duration_s: float, seed: int | None, **inputs: Any) -> list[np.ndarray]:
         c = self.config
-        with seeded(seed if seed is not None else c.seed, self.device) as gen:
+        with self._seeded(seed) as gen:
             audios = self.pipe(audio_length_in_s=duration_s,
                                num_inference_steps=c.num_inference_steps,
                                guidance_scale=c.guidance_scale, generator=gen,
                                output_type="np", **inputs).audios
-        samples = int(round(duration_s * self.sample_rate))
-        return [fit_length(np.clip(np.asarray(a, dtype=np.float32), -1.0, 1.0), samples)
-                for a in audios]
+        return self._clips(audios, duration_s)
 
     @torch.no_grad()
     def generate_from_condition(self, condition: torch.Tensor, duration_s: float | None = None,

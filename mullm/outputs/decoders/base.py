@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,13 @@ def resolve_checkpoint(cfg: MusicDecoderConfig) -> str:
     from mullm.outputs.decoders.standin import make_tiny_musicgen
 
     return str(make_tiny_musicgen(cache_root() / "decoders" / name.split(":", 1)[1]))
+
+
+def checkpoint_source(cfg: MusicDecoderConfig) -> tuple[str, dict[str, Any]]:
+    """What a decoder loads its files from: ``resolve_checkpoint(cfg)`` and the keyword
+    arguments every ``from_pretrained`` call of it takes (the pinned ``revision``, if any)."""
+    kw: dict[str, Any] = {"revision": cfg.revision} if cfg.revision else {}
+    return resolve_checkpoint(cfg), kw
 
 
 def load_error(what: str, source: str, exc: Exception) -> ModelLoadError:
@@ -102,6 +109,18 @@ class MusicDecoder(ABC):
     @abstractmethod
     def _move(self, device: torch.device) -> None: ...
 
+    def _seeded(self, seed: int | None
+                ) -> contextlib.AbstractContextManager[torch.Generator | None]:
+        """``seeded`` on the decoder's device with ``seed``, or the config's when None."""
+        return seeded(seed if seed is not None else self.config.seed, self.device)
+
+    def _clips(self, waves: Iterable[np.ndarray], duration_s: float) -> list[np.ndarray]:
+        """The returned form of generated mono waveforms: float32 in [-1, 1], cut or
+        zero-padded to exactly ``duration_s`` at ``sample_rate``."""
+        samples = int(round(duration_s * self.sample_rate))
+        return [fit_length(np.clip(np.asarray(w, dtype=np.float32), -1.0, 1.0), samples)
+                for w in waves]
+
     @staticmethod
     @abstractmethod
     def condition_shape_of(config: MusicDecoderConfig) -> tuple[int, int]:
@@ -141,5 +160,5 @@ class MusicDecoder(ABC):
                              f"{tuple(condition.shape)}")
 
 
-__all__ = ["OFFLINE_DECODERS", "MusicDecoder", "fit_length", "load_error", "resolve_checkpoint",
-           "seeded"]
+__all__ = ["OFFLINE_DECODERS", "MusicDecoder", "checkpoint_source", "fit_length", "load_error",
+           "resolve_checkpoint", "seeded"]

@@ -27,14 +27,7 @@ import torch
 
 from mullm.errors import ModelLoadError
 from mullm.outputs.config import MusicDecoderConfig
-from mullm.outputs.decoders.base import (
-    DTYPES,
-    MusicDecoder,
-    fit_length,
-    load_error,
-    resolve_checkpoint,
-    seeded,
-)
+from mullm.outputs.decoders.base import DTYPES, MusicDecoder, checkpoint_source, load_error
 
 
 class MusicGenDecoder(MusicDecoder):
@@ -51,8 +44,7 @@ class MusicGenDecoder(MusicDecoder):
         super().__init__(config)
         from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
-        source = resolve_checkpoint(config)
-        kw: dict[str, Any] = {"revision": config.revision} if config.revision else {}
+        source, kw = checkpoint_source(config)
         try:
             model, info = MusicgenForConditionalGeneration.from_pretrained(
                 source, dtype=DTYPES[config.dtype], output_loading_info=True, **kw)
@@ -77,8 +69,7 @@ class MusicGenDecoder(MusicDecoder):
         if model_config is None:
             from transformers import MusicgenConfig
 
-            source = resolve_checkpoint(config)
-            kw = {"revision": config.revision} if config.revision else {}
+            source, kw = checkpoint_source(config)
             try:
                 model_config = MusicgenConfig.from_pretrained(source, **kw)
             except OSError as exc:
@@ -111,9 +102,8 @@ class MusicGenDecoder(MusicDecoder):
         return kw
 
     def _waves(self, audio: torch.Tensor, duration_s: float) -> list[np.ndarray]:
-        samples = int(round(duration_s * self.sample_rate))
         mono = audio.float().mean(1).cpu().numpy()       # (B, channels, N) -> (B, N)
-        return [fit_length(np.clip(w, -1.0, 1.0).astype(np.float32), samples) for w in mono]
+        return self._clips(mono, duration_s)
 
     @torch.no_grad()
     def generate_from_condition(self, condition: torch.Tensor, duration_s: float | None = None,
@@ -131,7 +121,7 @@ class MusicGenDecoder(MusicDecoder):
             cond = torch.cat([cond, torch.zeros_like(cond)])
             mask = torch.cat([mask, torch.zeros_like(mask)])
         batch_ids = torch.zeros(B, 1, dtype=torch.long, device=self.device)
-        with seeded(seed if seed is not None else self.config.seed, self.device):
+        with self._seeded(seed):
             audio = self.model.generate(input_ids=batch_ids, encoder_outputs=(cond,),
                                         attention_mask=mask,
                                         **self._generation_kwargs(duration_s))
@@ -143,7 +133,7 @@ class MusicGenDecoder(MusicDecoder):
         """MusicGen prompted with ``texts`` through its own T5 encoder (its own guidance)."""
         duration_s = duration_s or self.config.duration_s
         enc = self.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.device)
-        with seeded(seed if seed is not None else self.config.seed, self.device):
+        with self._seeded(seed):
             audio = self.model.generate(input_ids=enc["input_ids"],
                                         attention_mask=enc["attention_mask"],
                                         **self._generation_kwargs(duration_s))

@@ -5,9 +5,15 @@ music-output path run (and be tested) with no weights to download."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Concatenate, ParamSpec
 
 import torch
+
+P = ParamSpec("P")
+Builder = Callable[Concatenate[str | Path, P], Path]
 
 # Words for the stand-in tokenizers (also the tiny test LLM's, in mullm.testing).
 WORDS = (
@@ -40,6 +46,20 @@ def make_tiny_t5_tokenizer(vocab_size: int = 300) -> object:
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
+def builds_once(marker: str = "config.json") -> Callable[[Builder[P]], Builder[P]]:
+    """Decorator for the stand-in folder builders, ``build(out_dir, ...) -> out_dir``: the
+    decorated builder returns at once, building nothing, when ``out_dir / marker`` is already
+    there (tests and benchmarks share these folders, and a build takes seconds)."""
+    def decorate(build: Builder[P]) -> Builder[P]:
+        @functools.wraps(build)
+        def once(out_dir: str | Path, *args: P.args, **kwargs: P.kwargs) -> Path:
+            if (Path(out_dir) / marker).is_file():
+                return Path(out_dir)
+            return build(out_dir, *args, **kwargs)
+        return once
+    return decorate
+
+
 def save_atomically(out_dir: Path, write: object) -> None:
     """Write into a temporary sibling folder and rename it, so that a killed build never
     leaves a half folder that later calls would take for a complete one."""
@@ -58,6 +78,7 @@ def save_atomically(out_dir: Path, write: object) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@builds_once()
 def make_tiny_musicgen(out_dir: str | Path, seed: int = 0, hidden_size: int = 32) -> Path:
     """Write a tiny random ``MusicgenForConditionalGeneration`` (T5 2 x 32, EnCodec at 32 kHz
     with MusicGen's real 640-sample hop (50 frames/s) and 4 codebooks of 2048, a 2-layer
@@ -71,8 +92,6 @@ def make_tiny_musicgen(out_dir: str | Path, seed: int = 0, hidden_size: int = 32
     )
 
     out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file():
-        return out_dir
     tok = make_tiny_t5_tokenizer()
     t5 = T5Config(vocab_size=len(tok), d_model=hidden_size, d_ff=2 * hidden_size, d_kv=8,
                   num_heads=4, num_layers=2, pad_token_id=tok.pad_token_id,
@@ -107,5 +126,5 @@ def make_tiny_musicgen(out_dir: str | Path, seed: int = 0, hidden_size: int = 32
 
 
 
-__all__ = ["WORDS", "corpus_text", "make_tiny_musicgen", "make_tiny_t5_tokenizer",
+__all__ = ["WORDS", "builds_once", "corpus_text", "make_tiny_musicgen", "make_tiny_t5_tokenizer",
            "save_atomically"]
