@@ -215,7 +215,7 @@ def _noise_features(rows: list[dict], meta_dir: Path, enc_cfg: Any) -> dict[str,
             wave = torch.from_numpy(load_audio(meta_dir / r["audio"], enc.sample_rate))
             noise = noise_like(wave, k)
             h = enc(noise[None], torch.tensor([noise.shape[0]]))
-            out[r["id"]] = h.hidden_states[0, :, : int(h.mask[0].sum())]
+            out[r["id"]] = h.hidden_states[0, -1, : int(h.mask[0].sum())]
     return out
 
 
@@ -257,7 +257,10 @@ def rung_c(rows: list[dict], frames: dict[str, torch.Tensor], enc_cfg: Any,
             grad_norms, losses = [], []
             t0 = time.perf_counter()
             model.train()
-            for _ in range(steps):
+            for k in range(steps):
+                if k % 20 == 0:
+                    print(f"  [{attr}, {variant}] step {k}/{steps} {time.perf_counter() - t0:.0f} s"
+                          + (f" loss {np.mean(losses[-20:]):.3f}" if losses else ""), flush=True)
                 idx = torch.randint(len(tr), (batch,), generator=g).tolist()
                 convs = [[{"role": "user", "content": "<audio>\n" + CLOSED_PHRASING[attr]},
                           {"role": "assistant", "content": labels_of(tr[i])[attr]}]

@@ -48,11 +48,56 @@ def ensure_corpus(name: str, n: int | None = None, progress: bool = True,
     spec = dict(_spec(name))
     n_clips = spec.pop("n") if n is None else n
     spec.pop("n", None)
-    return build_corpus(corpus_dir(name, n_clips), n_clips, workers=workers,
-                        progress=progress, **spec)
+    out = corpus_dir(name, n_clips)
+    full = corpus_dir(name)
+    if n_clips < _spec(name)["n"] and _finished(full, _spec(name)):
+        return _prefix(full, out, n_clips)
+    try:
+        return build_corpus(out, n_clips, workers=workers, progress=progress, **spec)
+    except ValueError as exc:
+        if "other settings" not in str(exc):
+            raise
+        # The folder is the cache's own: a corpus from an older build version is redone.
+        return build_corpus(out, n_clips, workers=workers, progress=progress, overwrite=True,
+                            **spec)
 
 
 def _spec(name: str) -> dict[str, Any]:
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; known: {sorted(CORPORA)}")
     return CORPORA[name]
+
+
+def _finished(folder: Path, spec: dict[str, Any]) -> bool:
+    """True when ``folder`` holds a finished build of ``spec`` (every clip rendered)."""
+    import json
+
+    from mullm.data.corpus import BUILD_VERSION
+
+    meta, settings = folder / "metadata.jsonl", folder / "corpus.json"
+    if not (meta.is_file() and settings.is_file()) or (folder / "metadata.partial.jsonl"
+                                                       ).exists():
+        return False
+    built = json.loads(settings.read_text())
+    if built.get("version") != BUILD_VERSION or any(built.get(k) != v for k, v in spec.items()):
+        return False
+    return sum(1 for line in meta.read_text().splitlines() if line.strip()) == spec["n"]
+
+
+def _prefix(full: Path, out: Path, n: int) -> Path:
+    """A metadata.jsonl in ``out`` listing the first ``n`` clips of the finished corpus in
+    ``full`` (plans are prefix-stable, so these are exactly the clips a build of ``n`` would
+    render); the audio stays where it is."""
+    import json
+
+    rows = [json.loads(x) for x in (full / "metadata.jsonl").read_text().splitlines()
+            if x.strip()]
+    plan_ids = {f"clip{i:05d}" for i in range(n)}
+    out.mkdir(parents=True, exist_ok=True)
+    meta = out / "metadata.jsonl"
+    lines = [json.dumps({**r, "audio": str((full / r["audio"]).resolve())}) + "\n"
+             for r in rows if r["id"] in plan_ids]
+    tmp = meta.with_suffix(".tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(meta)
+    return meta

@@ -43,7 +43,7 @@ SCORE_TEMPI = {"chorale": (56, 100), "folk": (70, 140), "folk-compound": (50, 96
 SINGLE_FAMILIES = sorted(P.SINGLE_FAMILY_PROGRAMS)
 # share of score clips per collection: folk tunes are all major, chorales balance the modes
 SCORE_COLLECTIONS = {"chorale": 0.7, "folk": 0.3}
-BUILD_VERSION = 2  # bump when the plan or rendering changes, so resumes refuse stale clips
+BUILD_VERSION = 3  # bump when the plan or rendering changes, so resumes refuse stale clips
 
 
 def split_for(piece: str, seed: int) -> str:

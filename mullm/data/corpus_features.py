@@ -19,7 +19,7 @@ from mullm.config import EncoderConfig
 
 def features_dir(metadata: str | Path, encoder: torch.nn.Module) -> Path:
     """The cache folder of ``metadata``'s corpus under ``encoder``."""
-    from mullm.encoders.cache import fingerprint_hash
+    from mullm.features.keys import fingerprint_hash
     from mullm.llm import cache_root
 
     corpus = Path(metadata).resolve().parent.name
@@ -41,7 +41,7 @@ def ensure_features(metadata: str | Path, encoder_config: EncoderConfig,
         RuntimeError: clips that could not be encoded (listed in the folder's errors.jsonl).
     """
     from mullm.encoders import build_encoder
-    from mullm.encoders.cache import extract_features
+    from mullm.features.extract import extract_features
 
     metadata = Path(metadata)
     encoder = build_encoder(encoder_config)
@@ -58,7 +58,7 @@ def ensure_features(metadata: str | Path, encoder_config: EncoderConfig,
 def clip_frames(metadata: str | Path, cache_dir: str | Path, layer: int = -1
                 ) -> dict[str, torch.Tensor]:
     """{clip id: (T, D) frames of one stored layer} for every clip of ``metadata``."""
-    from mullm.encoders.cache import FeatureCache
+    from mullm.features.cache import FeatureCache
 
     metadata = Path(metadata)
     cache = FeatureCache(cache_dir)

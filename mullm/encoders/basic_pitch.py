@@ -121,7 +121,7 @@ class BasicPitchEncoder(Encoder):
 
     def fingerprint(self) -> dict:
         """Name, rates, sizes, the outputs kept and the model file's hash."""
-        from mullm.encoders.cache import file_sha256
+        from mullm.utils.hashing import file_sha256
 
         fp = super().fingerprint()
         fp["checkpoint"] = None  # where the file lies does not change the features
