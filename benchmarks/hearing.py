@@ -45,13 +45,15 @@ def labels_of(row: dict) -> dict[str, str]:
     return {q["attribute"]: q["answer"] for q in closed_questions(row)}
 
 
-def load_corpus(name: str, encoder: str) -> tuple[list[dict], dict[str, torch.Tensor], Any]:
-    """Rows, {clip id: (T, D) frames} and the encoder config of a shipped corpus."""
+def load_corpus(name: str, encoder: str, n: int | None = None
+                ) -> tuple[list[dict], dict[str, torch.Tensor], Any]:
+    """Rows, {clip id: (T, D) frames} and the encoder config of a shipped corpus (its first
+    ``n`` clips when given)."""
     from mullm.config import EncoderConfig, compose, from_dict, read_config
     from mullm.data.corpora import ensure_corpus
     from mullm.data.corpus_features import clip_frames, ensure_features
 
-    meta = ensure_corpus(name)
+    meta = ensure_corpus(name, n)
     data, file = read_config(f"encoders/{encoder}")
     cfg = from_dict(EncoderConfig, compose(data, file), prefix="encoder")
     cache = ensure_features(meta, cfg)
@@ -319,6 +321,9 @@ def main() -> int:
     ap.add_argument("--rung", nargs="+", choices=["a", "b", "c"], default=["a", "b"])
     ap.add_argument("--corpus", default="offline")
     ap.add_argument("--encoder", default="spectral", help="an encoder preset name")
+    ap.add_argument("--clips", type=int, default=None,
+                    help="the corpus's first N clips (default: all; features of a slow "
+                         "encoder such as basic-pitch take ~1 s per clip on 2 cores)")
     ap.add_argument("--steps", type=int, default=None,
                     help="training steps (default: 600 for b, 120 for c)")
     ap.add_argument("--lr", type=float, default=3e-3, help="the recipe's adapter rate")
@@ -329,10 +334,10 @@ def main() -> int:
     ap.add_argument("--eval-clips", type=int, default=120, help="rung c held-out clips")
     args = ap.parse_args()
     torch.manual_seed(0)
-    rows, frames, enc_cfg = load_corpus(args.corpus, args.encoder)
+    rows, frames, enc_cfg = load_corpus(args.corpus, args.encoder, args.clips)
     from mullm.data.corpora import corpus_dir
 
-    key = f"{args.corpus}/{args.encoder}"
+    key = f"{args.corpus}/{args.encoder}" + (f"/{args.clips}" if args.clips else "")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     entry = results.setdefault(key, {"threads": torch.get_num_threads()})
     if "a" in args.rung:
@@ -341,7 +346,8 @@ def main() -> int:
         entry["b"] = rung_b(rows, frames, enc_cfg, args.steps or 600, args.lr, args.batch)
     if "c" in args.rung:
         c = rung_c(rows, frames, enc_cfg, args.attributes, args.steps or 120, args.lr,
-                   args.batch, args.eval_clips, args.variants, corpus_dir(args.corpus))
+                   args.batch, args.eval_clips, args.variants,
+                   corpus_dir(args.corpus, args.clips))
         for attr, v in c.items():
             entry.setdefault("c", {}).setdefault(attr, {}).update(v)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,11 @@ def build(way: str, precision: str) -> tuple[Any, Timer, Any, Any]:
     timer.hook(model.encoders["audio"], "encoder")
     timer.hook(model.adapters["audio"], "adapter")
     timer.hook(model.output_norms["audio"], "adapter")
-    timer.hook(model.llm, "llm_forward")
+    # Training runs the LLM's backbone and then its head on the labelled positions only
+    # (MusicLLM.forward), never the peft wrapper's forward: time those two.
+    base = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
+    timer.hook(base.get_decoder(), "llm_forward")
+    timer.hook(base.get_output_embeddings(), "llm_forward")
     model.requires_grad_(False)
     params = [p for g in ("adapter.audio", "lora") for p in model.trainable_groups()[g]]
     for p in params:
@@ -157,6 +161,10 @@ def main() -> int:
     rows = [json.loads(x) for x in meta.read_text().splitlines() if x.strip()]
     rows = [r for r in rows if r["split"] == "train"]
     out = Path(args.out)
+    # Conversation paths are relative to these folders, and "../" only resolves through a
+    # folder that exists.
+    for way in ("before", "after"):
+        (out / way).mkdir(parents=True, exist_ok=True)
     pools = {"before": before_conversations(rows, meta.parent, out / "before"),
              "after": after_conversations(meta, out / "after")}
     precision = {"before": "fp32", "after": args.after_precision}
