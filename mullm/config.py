@@ -95,6 +95,11 @@ class AdapterConfig:
     # LayerNorm on the adapter's output, its gain initialised to the RMS of the LLM's text
     # embeddings, so media tokens start at the scale the LLM expects.
     output_norm: bool = True
+    # "standardize": each input dimension to zero mean and unit variance over the training
+    # frames (statistics fitted before the first training step and saved with the adapter;
+    # mullm.adapters.input_norm), so small-scale feature dimensions are learned as fast as
+    # large ones. "none": frames as the encoder gives them.
+    input_norm: Literal["none", "standardize"] = "none"
 
 
 @dataclass

@@ -202,12 +202,12 @@ class MusicLLM(ModelIOMixin, nn.Module):
         return groups
 
     # ------------------------------------------------------------------ building blocks
-    def get_media_features(self, modality: str, media: MediaBatch
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder (frozen; or the batch's cached features) -> layer selection -> adapter.
+    def encode_media(self, modality: str, media: MediaBatch
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder (frozen; or the batch's cached features) -> layer selection.
 
-        Returns tokens (N, T, d_llm) for the N items of ``media`` and their mask (N, T), True
-        on valid tokens (padding tokens are zero).
+        Returns the adapter's input frames (N, T, D) for the N items of ``media`` and their
+        mask (N, T), True on valid frames.
         """
         if media.features is not None:
             hidden = media.features.to(self.device, torch.float32)
@@ -218,7 +218,16 @@ class MusicLLM(ModelIOMixin, nn.Module):
                 out = self.encoders[modality](media.values.to(self.device),
                                               media.lengths.to(self.device))
             hidden, mask = out.hidden_states.float(), out.mask
-        feats = self.layer_selectors[modality](hidden)
+        return self.layer_selectors[modality](hidden), mask
+
+    def get_media_features(self, modality: str, media: MediaBatch
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode_media`` -> adapter -> output norm.
+
+        Returns tokens (N, T, d_llm) for the N items of ``media`` and their mask (N, T), True
+        on valid tokens (padding tokens are zero).
+        """
+        feats, mask = self.encode_media(modality, media)
         tokens, token_mask = self.adapters[modality](feats, mask)
         tokens = self.output_norms[modality](tokens) * token_mask[..., None].to(tokens.dtype)
         return tokens, token_mask

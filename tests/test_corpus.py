@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import fluidsynth  # noqa: F401 - a missing dependency must fail, not skip
@@ -14,6 +15,7 @@ import soundfile as sf
 
 from mullm.data import corpus as C
 from mullm.data import procedural as P
+from mullm.data.instruments import HELDOUT_BASS, HELDOUT_PROGRAMS, program_pools
 from mullm.errors import DataError
 from mullm.utils.music import PITCH_NAMES, tempo_class
 
@@ -213,3 +215,52 @@ def test_score_catalogue_is_package_data_in_the_writers_format(tmp_path: Path) -
     (tmp_path / "bad.json").write_text('{"fields": ["path"], "entries": []}')
     with pytest.raises(DataError, match=r"bad\.json: fields \['path'\]"):
         S.load_catalog(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("instrument_set", ["all", "train", "heldout"])
+def test_single_family_programs_stay_in_their_family(instrument_set: str) -> None:
+    # A "single-family" clip whose chords came from another family (strings once drew
+    # String Ensemble, an "ensemble" program) gets no family question: that family then had
+    # a quarter of the others' training clips.
+    pools = program_pools(instrument_set)
+    for family, roles in pools.single_family.items():
+        for programs in roles:
+            assert programs and {P.gm_family(p) for p in programs} == {family}, (family, roles)
+
+
+def test_train_and_heldout_instruments_are_disjoint() -> None:
+    train, held = program_pools("train"), program_pools("heldout")
+
+    def every(pools: object) -> set[int]:
+        fams = {p for roles in pools.single_family.values() for r in roles for p in r}
+        return fams | set(pools.melody) | set(pools.chords) | set(pools.bass)
+
+    assert not every(train) & every(held)
+    assert set(held.single_family) == set(train.single_family)
+
+
+def test_balanced_plan_balances_every_answer_and_is_prefix_stable() -> None:
+    specs = C.plan_corpus(240, 4, min_s=4, max_s=7, music21_fraction=0.0,
+                          single_family_fraction=0.5, balanced=True, instrument_set="train")
+    assert specs[:30] == C.plan_corpus(30, 4, min_s=4, max_s=7, music21_fraction=0.0,
+                                       single_family_fraction=0.5, balanced=True,
+                                       instrument_set="train")
+    keys = Counter((s["tonic"], s["mode"]) for s in specs)
+    assert len(keys) == 24 and set(keys.values()) == {10}
+    assert set(Counter(tempo_class(s["tempo_bpm"]) for s in specs).values()) == {80}
+    assert set(Counter(P.METRES[s["metre"]].metre for s in specs).values()) == {120}
+    fams = Counter(s["single_family"] for s in specs if s["single_family"])
+    assert len(fams) == 11 and max(fams.values()) - min(fams.values()) <= 1
+    held = C.plan_corpus(60, 5, min_s=4, max_s=7, music21_fraction=0.0, balanced=True,
+                         instrument_set="heldout")
+    assert all(s["tempo_bpm"] % 1 == 0.5 for s in held)  # never a training tempo
+
+
+def test_heldout_clip_renders_with_heldout_instruments(tmp_path: Path) -> None:
+    meta = C.build_corpus(tmp_path, 2, 6, workers=1, min_s=3.0, max_s=4.0,
+                          music21_fraction=0.0, single_family_fraction=0.5, balanced=True,
+                          instrument_set="heldout", progress=False)
+    held = {P.GM_PROGRAMS[p] for ps in HELDOUT_PROGRAMS.values() for p in ps} | \
+        {P.GM_PROGRAMS[p] for p in HELDOUT_BASS}
+    for r in C.read_metadata(meta):
+        assert set(r["instruments"]) - {P.DRUM_KIT} <= held

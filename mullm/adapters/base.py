@@ -1,6 +1,7 @@
 """The adapter contract: encoder frames (B, T, in_dim) + mask -> LLM tokens (B, N, out_dim).
 
-Every adapter first pools frames by ``config.pool`` (mask-aware), then maps the pooled
+Every adapter first standardises its input frames when ``config.input_norm`` asks for it
+(``mullm.adapters.input_norm``), pools them by ``config.pool`` (mask-aware), then maps the pooled
 frames to tokens. With ``config.global_tokens = K`` the row starts with K summary tokens made
 from the clip's mean and standard deviation over all valid frames. Valid tokens come first
 in each row, and ``num_tokens`` says exactly how many a clip gets, so the processor can size
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mullm.adapters.input_norm import InputStandardizer
 from mullm.adapters.pooling import left_align, pool_group, pooled_length, temporal_pool
 from mullm.config import AdapterConfig
 from mullm.errors import ConfigError
@@ -32,6 +34,8 @@ class Adapter(nn.Module):
         self.pool_group = pool_group(config, self.frame_rate)
         self.summary = ClipSummary(in_dim, config.hidden_size, out_dim, config.global_tokens) \
             if config.global_tokens > 0 else None
+        self.input_norm = InputStandardizer(in_dim) if config.input_norm == "standardize" \
+            else None
 
     def num_pooled(self, num_frames: int) -> int:
         """Frames left after pooling a clip of ``num_frames`` valid frames."""
@@ -70,6 +74,9 @@ class Adapter(nn.Module):
         # Zeroing padded frames first keeps garbage there (even NaN from torch.empty) out of
         # masked sums and attention scores, where 0 * NaN would still be NaN.
         feats = feats.masked_fill(~mask[..., None], 0.0)
+        if self.input_norm is not None:
+            # Padded frames stay zero: they must not depend on the fitted statistics.
+            feats = self.input_norm(feats).masked_fill(~mask[..., None], 0.0)
         feats, mask = left_align(feats, mask)
         summary = self.summary(feats, mask) if self.summary is not None else None
         feats, mask = temporal_pool(feats, mask, self.config.pool, self.pool_group)

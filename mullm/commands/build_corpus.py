@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of clips drawn from music21 scores")
     parser.add_argument("--single-family-fraction", type=float, default=0.3,
                         help="share of clips played by one instrument family")
+    parser.add_argument("--balanced", action="store_true",
+                        help="procedural clips with every key, tempo class, metre and "
+                             "(single-family) family equally often")
+    parser.add_argument("--instrument-set", default="all", choices=["all", "train", "heldout"],
+                        help="GM programs to draw from: train and heldout share none")
     parser.add_argument("--overwrite", action="store_true",
                         help="rebuild into a folder that holds a corpus with other settings")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -42,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
                         max_s=args.max_s, soundfont=args.soundfont,
                         sample_rate=args.sample_rate, music21_fraction=args.music21_fraction,
                         single_family_fraction=args.single_family_fraction,
+                        balanced=args.balanced, instrument_set=args.instrument_set,
                         progress=not args.quiet, overwrite=args.overwrite)
     n_ok = sum(1 for line in Path(meta).read_text().splitlines() if line.strip())
     err = Path(args.out) / "errors.jsonl"

@@ -43,7 +43,7 @@ SCORE_TEMPI = {"chorale": (56, 100), "folk": (70, 140), "folk-compound": (50, 96
 SINGLE_FAMILIES = sorted(P.SINGLE_FAMILY_PROGRAMS)
 # share of score clips per collection: folk tunes are all major, chorales balance the modes
 SCORE_COLLECTIONS = {"chorale": 0.7, "folk": 0.3}
-BUILD_VERSION = 2  # bump when the plan or rendering changes, so resumes refuse stale clips
+BUILD_VERSION = 3  # bump when the plan or rendering changes, so resumes refuse stale clips
 
 
 def split_for(piece: str, seed: int) -> str:
@@ -67,14 +67,23 @@ def score_catalog() -> list:
 
 
 def plan_corpus(n: int, seed: int, *, min_s: float = 10.0, max_s: float = 30.0,
-                music21_fraction: float = 0.4, single_family_fraction: float = 0.3
-                ) -> list[dict]:
-    """The clip specs of a corpus: everything random is drawn here or from ``[seed, index]``."""
+                music21_fraction: float = 0.4, single_family_fraction: float = 0.3,
+                balanced: bool = False, instrument_set: str = "all") -> list[dict]:
+    """The clip specs of a corpus: everything random is drawn here or from ``[seed, index]``.
+
+    ``balanced`` draws the procedural clips' answers first (``mullm.data.balanced``: keys,
+    tempo classes, metres and single-family families equally often); ``instrument_set``
+    ("all", "train", "heldout"; ``mullm.data.instruments``) limits the GM programs.
+    """
+    from mullm.data.balanced import BalancedDraw
+    from mullm.data.instruments import program_pools
+
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 < min_s <= max_s:
         raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s} max_s={max_s}")
     rng = np.random.default_rng(seed)
+    pools = program_pools(instrument_set)
     by_coll: dict[str, list] = {}
     for e in (score_catalog() if music21_fraction > 0 else []):
         by_coll.setdefault(e.collection, []).append(e)
@@ -86,6 +95,7 @@ def plan_corpus(n: int, seed: int, *, min_s: float = 10.0, max_s: float = 30.0,
     used = dict.fromkeys(colls, 0)
     specs = []
     styles = sorted(P.STYLES)
+    draw = BalancedDraw(rng, instrument_set) if balanced else None
     for i in range(n):
         spec: dict = {"index": i, "id": f"clip{i:05d}",
                       "duration_s": float(rng.uniform(min_s, max_s)),
@@ -100,7 +110,7 @@ def plan_corpus(n: int, seed: int, *, min_s: float = 10.0, max_s: float = 30.0,
                                  and P.METRES[e.time_signature].beat_ql != 1.0
                                  else e.collection]
             fam = SINGLE_FAMILIES[int(rng.integers(len(SINGLE_FAMILIES)))]
-            mel, chd, bas = P.SINGLE_FAMILY_PROGRAMS[fam]
+            mel, chd, bas = pools.single_family[fam]
             if e.parts == 1:  # a solo line: one instrument, drawn family first for balance
                 programs = [int(rng.choice(mel))]
             elif single:
@@ -108,12 +118,14 @@ def plan_corpus(n: int, seed: int, *, min_s: float = 10.0, max_s: float = 30.0,
                                                      for _ in range(e.parts - 2)]
                 programs.append(int(rng.choice(bas)))
             else:
-                programs = [int(rng.choice(P._MELODY))] + [int(rng.choice(P._CHORDS))
-                                                           for _ in range(e.parts - 2)]
-                programs.append(int(rng.choice(P._BASS)))
+                programs = [int(rng.choice(pools.melody))] + [int(rng.choice(pools.chords))
+                                                              for _ in range(e.parts - 2)]
+                programs.append(int(rng.choice(pools.bass)))
             spec.update(kind="score", entry=list(e.__dict__.values()),
                         shift=int(rng.integers(-5, 7)), tempo_bpm=int(rng.integers(lo, hi + 1)),
                         programs=programs)
+        elif draw is not None:
+            spec.update(kind="procedural", seed=[int(seed), i], **draw.spec(single))
         else:
             style = styles[int(rng.integers(len(styles)))]
             st = P.STYLES[style]
@@ -147,7 +159,8 @@ def _procedural_notes(spec: dict
     bars = max(2, min(max(want, lo), max(hi, 2)))
     arr = P.compose(rng, style=spec["style"], tonic=spec["tonic"], mode=spec["mode"],
                     tempo_bpm=spec["tempo_bpm"], metre=spec["metre"], n_bars=bars,
-                    single_family=spec["single_family"])
+                    single_family=spec["single_family"],
+                    instrument_set=spec.get("instrument_set", "all"))
     spq = arr.seconds_per_quarter
     notes = [(n.start * spq, (n.start + n.dur) * spq, n.pitch, n.velocity, n.channel)
              for n in arr.notes]
@@ -267,9 +280,11 @@ def _read_rows(path: Path) -> dict[str, dict]:
 def build_corpus(out: str | os.PathLike, n: int, seed: int = 0, *, workers: int = 2,
                  min_s: float = 10.0, max_s: float = 30.0, soundfont: str | None = None,
                  sample_rate: int = 22050, music21_fraction: float = 0.4,
-                 single_family_fraction: float = 0.3, progress: bool = True,
+                 single_family_fraction: float = 0.3, balanced: bool = False,
+                 instrument_set: str = "all", progress: bool = True,
                  overwrite: bool = False) -> Path:
-    """Render a corpus into ``out`` and return the path of its ``metadata.jsonl``."""
+    """Render a corpus into ``out`` and return the path of its ``metadata.jsonl``
+    (``balanced`` and ``instrument_set``: see ``plan_corpus``)."""
     from mullm.data.render import find_soundfont
 
     out = Path(out)
@@ -279,6 +294,11 @@ def build_corpus(out: str | os.PathLike, n: int, seed: int = 0, *, workers: int 
                 "sample_rate": sample_rate, "soundfont": sf_path.name,
                 "music21_fraction": music21_fraction,
                 "single_family_fraction": single_family_fraction}
+    # Recorded only when set, so that corpora built before these options still resume.
+    if balanced:
+        settings["balanced"] = True
+    if instrument_set != "all":
+        settings["instrument_set"] = instrument_set
     settings_path = out / "corpus.json"
     meta_path = out / "metadata.jsonl"
     partial_path = out / "metadata.partial.jsonl"
@@ -294,7 +314,8 @@ def build_corpus(out: str | os.PathLike, n: int, seed: int = 0, *, workers: int 
     atomic_write_text(settings_path, json.dumps(settings, indent=1) + "\n")
 
     specs = plan_corpus(n, seed, min_s=min_s, max_s=max_s, music21_fraction=music21_fraction,
-                        single_family_fraction=single_family_fraction)
+                        single_family_fraction=single_family_fraction, balanced=balanced,
+                        instrument_set=instrument_set)
     done = _read_rows(meta_path) | _read_rows(partial_path)
     done = {k: r for k, r in done.items() if (out / r["audio"]).is_file()}
     todo = [s for s in specs if s["id"] not in done]

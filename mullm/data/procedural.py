@@ -72,7 +72,7 @@ SINGLE_FAMILY_PROGRAMS: dict[str, tuple[list[int], list[int], list[int]]] = {
     "chromatic percussion": ([11, 12, 13, 8, 9], [11, 12, 15], [12]),
     "organ": ([16, 17, 18, 19, 21, 22], [16, 17, 18, 19, 20, 21], [16, 19]),
     "guitar": ([24, 25, 26, 27, 29], [24, 25, 26, 27, 30], [24, 25, 27]),
-    "strings": ([40, 41, 44], [48, 49, 44, 45], [42, 43]),
+    "strings": ([40, 41, 44], [40, 41, 42, 44, 45], [42, 43]),
     "ensemble": ([48, 52, 53], [48, 49, 52, 50], [48, 49]),
     "brass": ([56, 59, 60], [61, 60, 62], [57, 58]),
     "reed": ([64, 65, 68, 71], [65, 66, 69, 71], [67, 70]),
@@ -352,18 +352,24 @@ def _melody(rng: np.random.Generator, style: Style, metre: Metre, bars: list[flo
     return notes
 
 
-def choose_programs(rng: np.random.Generator, single_family: str | None
-                    ) -> tuple[int, int, int, bool]:
-    """(melody, chords, bass) GM programs and whether the bass sounds an octave higher."""
+def choose_programs(rng: np.random.Generator, single_family: str | None,
+                    instrument_set: str = "all") -> tuple[int, int, int, bool]:
+    """(melody, chords, bass) GM programs and whether the bass sounds an octave higher,
+    drawn from ``instrument_set`` (``mullm.data.instruments``: "all", "train", "heldout")."""
+    from mullm.data.instruments import program_pools
+
+    pools = program_pools(instrument_set)
     if single_family is not None:
-        mel, chd, bas = SINGLE_FAMILY_PROGRAMS[single_family]
+        mel, chd, bas = pools.single_family[single_family]
         return (int(rng.choice(mel)), int(rng.choice(chd)), int(rng.choice(bas)),
-                single_family in _HIGH_BASS_FAMILIES)
-    return int(rng.choice(_MELODY)), int(rng.choice(_CHORDS)), int(rng.choice(_BASS)), False
+                single_family in pools.high_bass)
+    return (int(rng.choice(pools.melody)), int(rng.choice(pools.chords)),
+            int(rng.choice(pools.bass)), False)
 
 
 def compose(rng: np.random.Generator, *, style: str, tonic: int, mode: str, tempo_bpm: float,
-            metre: str, n_bars: int, single_family: str | None = None) -> Arrangement:
+            metre: str, n_bars: int, single_family: str | None = None,
+            instrument_set: str = "all") -> Arrangement:
     """Compose one piece; every label in ``labels`` is true of the notes by construction."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -380,7 +386,7 @@ def compose(rng: np.random.Generator, *, style: str, tonic: int, mode: str, temp
     chords = [_chord_pcs(tonic, c) for c in seq]
     bars = [i * m.bar_ql for i in range(n_bars)]
 
-    mel_p, chd_p, bas_p, high_bass = choose_programs(rng, single_family)
+    mel_p, chd_p, bas_p, high_bass = choose_programs(rng, single_family, instrument_set)
     drums = single_family is None and rng.random() < st.drums and st.drum_pattern != "none"
     vel = lambda: int(rng.integers(70, 105))  # noqa: E731
     v_mel, v_chd, v_bas = vel(), vel() - 12, vel()

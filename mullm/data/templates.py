@@ -170,6 +170,25 @@ def short_caption(row: dict, rng: np.random.Generator) -> str:
     return s[0].upper() + s[1:] + "."
 
 
+def attribute_caption(row: dict) -> str:
+    """One plain sentence that names the closed questions' attributes in their answer words:
+    "A fast triple-metre piece in G minor, played by brass." (tempo class, metre when duple
+    or triple, key and mode, the instrument families). No synonyms, so a generated caption
+    can be scored word by word against the labels (``mullm.eval.captions``)."""
+    head = " ".join(w for w in (row.get("tempo_class"),
+                                f"{row['metre']}-metre" if row.get("metre") in METRE_CHOICES
+                                else None, "piece") if w)
+    parts = [_article(head)]
+    if row.get("key") and row.get("mode") in MODE_CHOICES:
+        parts.append(f"in {key_name(row)}")
+    fams = [f for f in row.get("families", []) if f != "drums"]
+    s = " ".join(parts)
+    if fams:
+        s += ", played by " + join_words(fams) + (
+            " with drums" if "drums" in row.get("families", []) else "")
+    return s[0].upper() + s[1:] + "."
+
+
 def long_caption(row: dict, rng: np.random.Generator) -> str:
     """Several sentences, attributes in random order, plus mood and a possible setting."""
     facts = list(_facts(row, rng).values())

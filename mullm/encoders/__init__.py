@@ -12,6 +12,8 @@ from mullm.encoders.base import Encoder, EncoderOutput, LayerSelector
 # offline default never imports laion_clap or open_clip.
 ENCODERS: dict[str, str] = {
     "spectral": "mullm.encoders.spectral:SpectralEncoder",
+    "basic_pitch": "mullm.encoders.basic_pitch:BasicPitchEncoder",
+    "concat": "mullm.encoders.concat:ConcatEncoder",
     "tiny_audio": "mullm.encoders.tiny:TinyAudioEncoder",
     "tiny_image": "mullm.encoders.tiny:TinyImageEncoder",
     "mert": "mullm.encoders.mert:MERTEncoder",

@@ -9,6 +9,8 @@ one implementation, so they cannot disagree.
 Rules (``spec["rule"]``):
 
 - ``rate``: ceil(n * frame_rate / sample_rate), at least 1 (generic; tiny image/video).
+- ``rate_floor``: floor(n * frame_rate / sample_rate), at least 1 (Basic Pitch, which keeps
+  only the whole frames of its 86 per second).
 - ``hop``: ceil(n / hop), at least 1 (spectral and tiny audio encoders).
 - ``conv``: a stack of strided 1-D convolutions (HuBERT / MERT), optionally per window of
   ``window`` samples whose frames are concatenated; inputs shorter than ``min_samples`` are
@@ -69,6 +71,11 @@ def _rate(spec: FrameSpec, n: int) -> int:
     return max(1, math.ceil(n * float(spec["frame_rate"]) / float(spec["sample_rate"])))
 
 
+def _rate_floor(spec: FrameSpec, n: int) -> int:
+    # rate / sample_rate first: the product in the order Basic Pitch computes it
+    return max(1, math.floor(n * (float(spec["frame_rate"]) / float(spec["sample_rate"]))))
+
+
 def _hop(spec: FrameSpec, n: int) -> int:
     return max(1, -(-n // int(spec["hop"])))
 
@@ -99,8 +106,8 @@ def _per_item(spec: FrameSpec, n: int) -> int:
 
 
 RULES: dict[str, Callable[[FrameSpec, int], int]] = {
-    "rate": _rate, "hop": _hop, "conv": _conv, "windows": _windows, "floor": _floor,
-    "per_item": _per_item,
+    "rate": _rate, "rate_floor": _rate_floor, "hop": _hop, "conv": _conv, "windows": _windows,
+    "floor": _floor, "per_item": _per_item,
 }
 
 

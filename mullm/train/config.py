@@ -94,6 +94,9 @@ class TrainSettings:
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
     # Stop after this many optimiser steps in this process (tests use it to cut a run short).
     max_steps: int | None = None
+    # Adapters with input_norm: standardize fit their statistics on the frames of this many
+    # training clips before the first step (not on resume: the checkpoint has them).
+    input_norm_clips: int = 512
 
 
 @dataclass

@@ -44,6 +44,7 @@ from mullm.train.config import (
     load_train_config,
     resume_fingerprint,
 )
+from mullm.train.input_norm import fit_input_norms
 from mullm.train.metrics import MetricsLogger
 from mullm.train.optim import (
     autocast_for,
@@ -165,6 +166,12 @@ class Trainer:
             self.last_checkpoint = self.resume_from
             self.model.load_trainable(self.resume_from)
             self.logger.truncate_after(self.global_step)
+        # After a resume the checkpoint holds the fitted statistics: nothing is refitted.
+        fitted = fit_input_norms(self.model, self.train_data, cfg.train.input_norm_clips,
+                                 seed=cfg.train.seed)
+        if fitted and self.main:
+            print(f"[mullm] adapter input statistics fitted on {fitted} training clips",
+                  file=sys.stderr)
         self.wrapped: nn.Module = self.model
 
     # ------------------------------------------------------------------ data
