@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README's main job: set up, build a small offline corpus, train, evaluate and caption.
+# README's main job: set up, render the offline corpus (once), train, evaluate and caption.
 # Extra arguments go to `mullm quickstart` (e.g. --tiny for the CI-sized run).
 set -euo pipefail
 cd "$(dirname "$0")/.."

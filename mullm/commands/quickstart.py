@@ -6,14 +6,15 @@ import argparse
 import sys
 
 NAME = "quickstart"
-HELP = ("Offline demo: render a small corpus, train the default model (~15-20 min on 2 CPU "
-        "cores; --tiny: ~2 min), print closed-question accuracy vs noise and chance, caption "
-        "a few clips.")
+HELP = ("Offline demo: render the offline corpus once (cached), train the default model on "
+        "its cached features (~14 min on 2 CPU cores; --tiny: ~1 min), print closed-question "
+        "accuracy vs audio-ablation controls and chance, caption held-out clips and score "
+        "their attribute words.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the quickstart options."""
-    parser.add_argument("--tiny", action="store_true", help="CI-sized: 16 clips, 8 steps")
+    parser.add_argument("--tiny", action="store_true", help="CI-sized: 24 clips, 8 steps")
     parser.add_argument("--out", default="runs/quickstart", help="output folder")
     parser.add_argument("--llm", default=None,
                         help="another base LLM (hub id, folder, .gguf) instead of SmolLM2")
