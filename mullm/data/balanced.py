@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from mullm.data import procedural as P
+from mullm.data.instruments import SINGLE_FAMILY_PROGRAMS
 
 KEYS = [(t, m) for m in ("major", "minor") for t in range(12)]
 TEMPO_CLASS_RANGES = {"slow": (50, 79), "moderate": (80, 129), "fast": (130, 180)}
@@ -70,7 +71,7 @@ class BalancedDraw:
         self.keys = Cycle(KEYS, rng)
         self.tempi = Cycle(list(TEMPO_CLASS_RANGES), rng)
         self.metres = Cycle(list(METRE_CLASSES), rng)
-        self.families = Cycle(sorted(P.SINGLE_FAMILY_PROGRAMS), rng)
+        self.families = Cycle(sorted(SINGLE_FAMILY_PROGRAMS), rng)
 
     def spec(self, single: bool) -> dict:
         """style, metre, tempo_bpm, tonic, mode, single_family and instrument_set."""

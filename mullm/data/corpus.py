@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mullm.data import procedural as P
+from mullm.data.instruments import SINGLE_FAMILY_PROGRAMS
 from mullm.errors import DataError
 from mullm.utils.atomic import atomic_path, atomic_write_text
 from mullm.utils.jsonl import iter_jsonl
@@ -40,7 +41,7 @@ TAIL_S = 1.0  # release/reverb tail rendered after the last note
 SPLIT_FRACTIONS = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
 # felt-beat tempo ranges of the score collections (compound metres count dotted quarters)
 SCORE_TEMPI = {"chorale": (56, 100), "folk": (70, 140), "folk-compound": (50, 96)}
-SINGLE_FAMILIES = sorted(P.SINGLE_FAMILY_PROGRAMS)
+SINGLE_FAMILIES = sorted(SINGLE_FAMILY_PROGRAMS)
 # share of score clips per collection: folk tunes are all major, chorales balance the modes
 SCORE_COLLECTIONS = {"chorale": 0.7, "folk": 0.3}
 BUILD_VERSION = 3  # bump when the plan or rendering changes, so resumes refuse stale clips

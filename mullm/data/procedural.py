@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mullm.data.instruments import program_pools
 from mullm.utils.music import MODES, PITCH_NAMES, tempo_class
 
 GM_PROGRAMS = [
@@ -58,29 +59,6 @@ DRUM_KIT = "Drum Kit"
 DRUM_FAMILY = "drums"
 DRUM_CHANNEL = 9  # GM channel 10, zero-based
 
-# Programs suitable per role; sound effects, unpitched percussion and odd timbres are left out
-# so "which instrument plays" stays answerable by ear.
-_MELODY = [0, 1, 4, 5, 6, 11, 12, 13, 16, 19, 21, 22, 24, 25, 26, 27, 29, 40, 41, 48, 52, 56,
-           59, 60, 61, 64, 65, 66, 68, 71, 72, 73, 74, 75, 79, 80, 81, 82, 105, 110]
-_CHORDS = [0, 1, 2, 4, 5, 6, 16, 17, 18, 19, 20, 21, 24, 25, 26, 27, 29, 30, 46, 48, 49, 50,
-           52, 53, 61, 62, 88, 89, 90, 91, 92, 94, 95]
-_BASS = [32, 33, 34, 35, 36, 38, 39, 42, 43, 58, 70]
-# Per family (single-family clips): programs for melody / chords / bass, bass sounding an
-# octave higher when the family has no true bass instrument.
-SINGLE_FAMILY_PROGRAMS: dict[str, tuple[list[int], list[int], list[int]]] = {
-    "piano": ([0, 1, 4, 5, 6], [0, 1, 2, 4, 5, 6], [0, 1, 2]),
-    "chromatic percussion": ([11, 12, 13, 8, 9], [11, 12, 15], [12]),
-    "organ": ([16, 17, 18, 19, 21, 22], [16, 17, 18, 19, 20, 21], [16, 19]),
-    "guitar": ([24, 25, 26, 27, 29], [24, 25, 26, 27, 30], [24, 25, 27]),
-    "strings": ([40, 41, 44], [40, 41, 42, 44, 45], [42, 43]),
-    "ensemble": ([48, 52, 53], [48, 49, 52, 50], [48, 49]),
-    "brass": ([56, 59, 60], [61, 60, 62], [57, 58]),
-    "reed": ([64, 65, 68, 71], [65, 66, 69, 71], [67, 70]),
-    "pipe": ([72, 73, 74, 75, 79], [73, 74, 75], [73, 74]),
-    "synth lead": ([80, 81, 82, 84], [80, 81, 87], [81, 87]),
-    "synth pad": ([88, 89, 91, 92], [88, 89, 90, 91, 94], [89, 90]),
-}
-_HIGH_BASS_FAMILIES = {"chromatic percussion", "pipe", "synth pad", "ensemble"}
 
 
 def gm_family(program: int) -> str:
@@ -356,8 +334,6 @@ def choose_programs(rng: np.random.Generator, single_family: str | None,
                     instrument_set: str = "all") -> tuple[int, int, int, bool]:
     """(melody, chords, bass) GM programs and whether the bass sounds an octave higher,
     drawn from ``instrument_set`` (``mullm.data.instruments``: "all", "train", "heldout")."""
-    from mullm.data.instruments import program_pools
-
     pools = program_pools(instrument_set)
     if single_family is not None:
         mel, chd, bas = pools.single_family[single_family]
