@@ -1,6 +1,7 @@
-"""The quickstart: build a small offline corpus, train the offline default on it, then show
-what it learned — closed-question accuracy per attribute next to a noise control and chance —
-and caption a few held-out clips through the Python API.
+"""The quickstart: render the shipped offline corpus (once, into the cache), train the offline
+default on its cached features, then show what it hears — closed-question accuracy per
+attribute next to audio-ablation controls and chance — and caption held-out clips through the
+Python API, scored by the attribute words the captions contain.
 
 Everything runs offline on CPU: procedural General MIDI pieces rendered with FluidSynth
 (exact key, mode, tempo, metre and instruments), the spectral encoder, and SmolLM2-135M-
