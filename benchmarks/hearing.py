@@ -49,13 +49,12 @@ def load_corpus(name: str, encoder: str, n: int | None = None
                 ) -> tuple[list[dict], dict[str, torch.Tensor], Any]:
     """Rows, {clip id: (T, D) frames} and the encoder config of a shipped corpus (its first
     ``n`` clips when given)."""
-    from mullm.config import EncoderConfig, compose, from_dict, read_config
+    from mullm.commands.extract import encoder_config_from_file
     from mullm.data.corpora import ensure_corpus
     from mullm.data.corpus_features import clip_frames, ensure_features
 
     meta = ensure_corpus(name, n)
-    data, file = read_config(f"encoders/{encoder}")
-    cfg = from_dict(EncoderConfig, compose(data, file), prefix="encoder")
+    cfg = encoder_config_from_file(f"encoders/{encoder}")
     cache = ensure_features(meta, cfg)
     rows = [json.loads(x) for x in meta.read_text().splitlines() if x.strip()]
     return rows, clip_frames(meta, cache), cfg

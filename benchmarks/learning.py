@@ -40,14 +40,6 @@ from hearing import labels_of  # noqa: E402
 ATTRS = ("family", "mode", "tempo_class", "metre", "key")
 
 
-def encoder_config(name: str) -> object:
-    """An encoder preset by name."""
-    from mullm.config import EncoderConfig, compose, from_dict, read_config
-
-    data, file = read_config(f"encoders/{name}")
-    return from_dict(EncoderConfig, compose(data, file), prefix="encoder")
-
-
 def probe(train_rows: list[dict], train_frames: dict, test_sets: dict[str, tuple]) -> dict:
     """Linear probe per attribute: fit on ``train_rows``, score every (rows, frames) set."""
     from mullm.eval.probe import clip_statistics, linear_probe
@@ -99,11 +91,12 @@ def main() -> int:
                          "has 120)")
     ap.add_argument("overrides", nargs="*", help="training overrides, e.g. stages.joint.steps=900")
     args = ap.parse_args()
+    from mullm.commands.extract import encoder_config_from_file
     from mullm.data.corpora import ensure_corpus
     from mullm.data.corpus_features import clip_frames, ensure_features
 
     t0 = time.perf_counter()
-    enc = encoder_config(args.encoder)
+    enc = encoder_config_from_file(f"encoders/{args.encoder}")
     metas = {name: ensure_corpus(name) for name in ("offline", "heldout")}
     caches = {name: ensure_features(m, enc) for name, m in metas.items()}
     rows = {name: [json.loads(x) for x in m.read_text().splitlines() if x.strip()]

@@ -141,7 +141,7 @@ def step(model: Any, timer: Timer, opt: Any, autocast: Any, convs: list, media: 
 def main() -> int:
     """Alternate steps of both ways on their own batches; print the breakdown and the ratio."""
     from mullm.audio import load_audio
-    from mullm.config import EncoderConfig, compose, from_dict, read_config
+    from mullm.commands.extract import encoder_config_from_file
     from mullm.data.corpora import ensure_corpus
     from mullm.data.corpus_features import ensure_features
     from mullm.features.cache import FeatureCache
@@ -155,8 +155,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.manual_seed(0)
     meta = ensure_corpus("offline", progress=False)
-    data, file = read_config("encoders/spectral")
-    enc_cfg = from_dict(EncoderConfig, compose(data, file), prefix="encoder")
+    enc_cfg = encoder_config_from_file("encoders/spectral")
     cache = FeatureCache(ensure_features(meta, enc_cfg, progress=False))
     rows = [json.loads(x) for x in meta.read_text().splitlines() if x.strip()]
     rows = [r for r in rows if r["split"] == "train"]

@@ -11,15 +11,14 @@ import pytest
 import torch
 
 from mullm.audio import load_audio
-from mullm.config import EncoderConfig, compose, from_dict, read_config
+from mullm.commands.extract import encoder_config_from_file
 from mullm.encoders import build_encoder
 from mullm.encoders.concat import align_frames
 from mullm.encoders.frames import count_frames
 
 
 def _encoder(name: str) -> torch.nn.Module:
-    data, file = read_config(f"encoders/{name}")
-    return build_encoder(from_dict(EncoderConfig, compose(data, file), prefix="encoder"))
+    return build_encoder(encoder_config_from_file(f"encoders/{name}"))
 
 
 @pytest.fixture(scope="module")

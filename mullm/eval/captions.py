@@ -24,11 +24,11 @@ from mullm.data.templates import (
     attribute_caption,
     closed_questions,
 )
+from mullm.eval.closed import ATTRIBUTES
 
 if TYPE_CHECKING:
     from mullm.model import MusicLLM
 
-ATTRIBUTES = ("family", "mode", "tempo_class", "metre", "key")
 _KEY = re.compile(r"\b([A-G](?:#|b)?) (major|minor)\b")
 # longest names first, so "synth lead" is not read as something shorter
 _FAMILIES = sorted(FAMILY_CHOICES, key=len, reverse=True)
